@@ -1,0 +1,28 @@
+"""diffdens: log-densities of data under diffusion models, with error bars, in JAX.
+
+A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a scalar t.
+"""
+
+from .estimate import Estimate, make_probes, sample_times, value_and_divergence
+from .mixtures import DiffusedMixture, GaussianMixture
+from .profile import device_name, pick, profile
+from .sde import LinearSDE, SubVPSDE, VESDE, VPSDE, forward_sample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Estimate",
+    "make_probes",
+    "sample_times",
+    "value_and_divergence",
+    "DiffusedMixture",
+    "GaussianMixture",
+    "device_name",
+    "pick",
+    "profile",
+    "LinearSDE",
+    "SubVPSDE",
+    "VESDE",
+    "VPSDE",
+    "forward_sample",
+]

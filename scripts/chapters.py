@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Chapter pairs: notebooks/NN_slug.md (reviewed source) <-> notebooks/NN_slug.ipynb (stored outputs + stamp).
+
+    python scripts/chapters.py refresh --profile full notebooks/03_*.md   # execute, stamp, write the .ipynb
+    python scripts/chapters.py check                                      # every pair in sync, hashes match
+
+The stamp lives in the .ipynb metadata under "diffdens": profile, device, sha256 of the .md, versions, date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+STAMP_KEY = "diffdens"
+
+
+def source_hash(md: Path) -> str:
+    return hashlib.sha256(Path(md).read_bytes()).hexdigest()
+
+
+def chapter_pairs(folder: Path = NOTEBOOKS):
+    mds = sorted(p for p in Path(folder).glob("*.md") if p.name != "README.md")
+    ipynbs = sorted(Path(folder).glob("*.ipynb"))
+    return mds, ipynbs
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def check_pair(md: Path) -> list[str]:
+    """Problems with one pair: missing .ipynb, cells out of sync, missing stamp, or a stale source hash."""
+    import jupytext
+    import nbformat
+
+    md = Path(md)
+    ipynb = md.with_suffix(".ipynb")
+    if not ipynb.exists():
+        return [f"{md.name}: no paired {ipynb.name}"]
+    problems = []
+    src = jupytext.read(md)
+    nb = nbformat.read(ipynb, as_version=4)
+    if _cells(src) != _cells(nb):
+        problems.append(f"{ipynb.name}: cells differ from {md.name} (run `make refresh CHAPTERS={md.relative_to(ROOT) if md.is_relative_to(ROOT) else md}`)")
+    stamp = nb.metadata.get(STAMP_KEY)
+    if not stamp:
+        problems.append(f"{ipynb.name}: no '{STAMP_KEY}' stamp in its metadata")
+    else:
+        for k in ("profile", "device", "source_sha256"):
+            if k not in stamp:
+                problems.append(f"{ipynb.name}: stamp lacks '{k}'")
+        if stamp.get("source_sha256") != source_hash(md):
+            problems.append(f"{ipynb.name}: stored outputs were not produced from the current {md.name} (hash mismatch)")
+        if stamp.get("profile") not in ("quick", "full"):
+            problems.append(f"{ipynb.name}: stamp profile must be quick or full, got {stamp.get('profile')!r}")
+    missing_outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip() and c.get("execution_count") is None]
+    if missing_outputs:
+        problems.append(f"{ipynb.name}: code cells {missing_outputs[:5]} were never executed")
+    return problems
+
+
+def check(folder: Path = NOTEBOOKS) -> list[str]:
+    mds, ipynbs = chapter_pairs(folder)
+    problems = [f"{nb.name}: no paired {nb.with_suffix('.md').name}" for nb in ipynbs if not nb.with_suffix(".md").exists()]
+    for md in mds:
+        problems += check_pair(md)
+    return problems
+
+
+def refresh(md: Path, profile: str, timeout: int = 3600) -> Path:
+    """Execute the chapter from its .md in ``profile`` and write the stamped .ipynb."""
+    import jupytext
+    import nbclient
+    import nbformat
+
+    md = Path(md).resolve()
+    nb = jupytext.read(md)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    env = dict(os.environ, DIFFDENS_PROFILE=profile, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               MPLBACKEND="module://matplotlib_inline.backend_inline")
+    old = os.environ.copy()
+    os.environ.update(env)
+    t = time.time()
+    try:
+        client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(md.parent)}})
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    import jax
+
+    sys.path.insert(0, str(ROOT))
+    from diffdens.profile import device_name
+
+    nb.metadata[STAMP_KEY] = {
+        "profile": profile,
+        "device": device_name(),
+        "source_sha256": source_hash(md),
+        "jax": jax.__version__,
+        "executed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.time() - t, 1),
+    }
+    out = md.with_suffix(".ipynb")
+    nbformat.write(nb, out)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("refresh", help="execute chapters and stamp their .ipynb")
+    r.add_argument("--profile", choices=("quick", "full"), required=True)
+    r.add_argument("chapters", nargs="*", help="notebooks/NN_slug.md files (default: all)")
+    sub.add_parser("check", help="every pair in sync and stamped from the current source")
+    a = p.parse_args(argv)
+    if a.cmd == "check":
+        problems = check()
+        print("\n".join(problems) or "all chapter pairs in sync")
+        return 1 if problems else 0
+    mds = [Path(c) for pat in (a.chapters or ["notebooks/*.md"]) for c in sorted(glob.glob(pat))]
+    mds = [m for m in mds if m.name != "README.md"]
+    for md in mds:
+        t = time.time()
+        out = refresh(md, a.profile)
+        print(f"{out.relative_to(ROOT)}: {a.profile} profile, {time.time() - t:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
