@@ -4,7 +4,7 @@ A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a
 """
 
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
-from .mixtures import DiffusedMixture, GaussianMixture
+from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
 from .profile import device_name, pick, profile
 from .sde import LinearSDE, SubVPSDE, VESDE, VPSDE, forward_sample
 
@@ -17,6 +17,8 @@ __all__ = [
     "value_and_divergence",
     "DiffusedMixture",
     "GaussianMixture",
+    "random_mixture",
+    "standard_mixture",
     "device_name",
     "pick",
     "profile",
