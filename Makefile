@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 
 # Build the book into _build/html from the chapters' stored outputs (no execution).
 book: venv
-	$(VENV)/bin/jupyter-book build . --warningiserror --nitpicky --keep-going
+	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 
 # Every test: package unit tests, the chapter pair/hash and book-build checks, and every chapter executed
 # afresh by nbval in the quick profile (its asserts are the checks).

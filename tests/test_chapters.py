@@ -1,0 +1,66 @@
+"""Chapter pairs (.md source <-> .ipynb with stored outputs) and the book build."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import chapters  # noqa: E402
+
+MDS = sorted(p for p in (ROOT / "notebooks").glob("*.md") if p.name != "README.md")
+
+
+def test_there_are_chapters():
+    assert MDS, "no chapters found"
+
+
+@pytest.mark.parametrize("md", MDS, ids=lambda p: p.stem)
+def test_pair_in_sync_and_stamped(md):
+    assert chapters.check_pair(md) == []
+
+
+def test_every_ipynb_has_a_source():
+    for nb in (ROOT / "notebooks").glob("*.ipynb"):
+        assert nb.with_suffix(".md").exists(), f"{nb.name} has no paired .md"
+
+
+def test_hash_check_fails_when_source_changes(tmp_path):
+    md = MDS[0]
+    shutil.copy(md, tmp_path / md.name)
+    shutil.copy(md.with_suffix(".ipynb"), tmp_path / md.with_suffix(".ipynb").name)
+    assert chapters.check_pair(tmp_path / md.name) == []
+    with open(tmp_path / md.name, "a") as f:
+        f.write("\nAn edited sentence.\n")
+    problems = chapters.check_pair(tmp_path / md.name)
+    assert any("hash mismatch" in p for p in problems), problems
+    # an edited code cell is also caught as out of sync
+    text = (tmp_path / md.name).read_text().replace("import jax\n", "import jax  # edited\n", 1)
+    (tmp_path / md.name).write_text(text)
+    assert any("cells differ" in p for p in chapters.check_pair(tmp_path / md.name))
+
+
+def test_every_chapter_in_toc():
+    toc = (ROOT / "_toc.yml").read_text()
+    for md in MDS:
+        assert f"notebooks/{md.stem}" in toc, f"{md.stem} missing from _toc.yml"
+
+
+def test_book_builds(tmp_path):
+    """The book builds from stored outputs with warnings as errors (toc, cross-references, bibliography)."""
+    exe = Path(sys.executable).parent / "jupyter-book"
+    out = tmp_path / "book"
+    r = subprocess.run(
+        [str(exe), "build", str(ROOT), "--path-output", str(out), "--warningiserror", "--keep-going"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    html = out / "_build" / "html"
+    for md in MDS:
+        page = html / "notebooks" / f"{md.stem}.html"
+        assert page.exists(), f"{page} not built"
+        assert "colab.research.google.com" in page.read_text(), f"no Colab launch button on {md.stem}"
+    assert (html / "book" / "references.html").exists()
