@@ -23,7 +23,7 @@ book: venv
 # Every test: package unit tests, the chapter pair/hash and book-build checks, and every chapter executed
 # afresh by nbval in the quick profile (its asserts are the checks).
 test: venv
-	DIFFDENS_PROFILE=quick $(PY) -m pytest -q --timeout=900 --nbval-lax --nbval-current-env tests notebooks
+	DIFFDENS_PROFILE=quick $(PY) -m pytest -q -n 2 --dist loadfile --timeout=900 --nbval-lax --nbval-current-env tests notebooks
 
 test-fast: venv
 	DIFFDENS_PROFILE=quick $(PY) -m pytest -q --timeout=900 tests
