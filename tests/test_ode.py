@@ -1,0 +1,112 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffdens as dd
+
+SDES = [dd.VPSDE(), dd.SubVPSDE(), dd.VESDE()]
+
+
+def _setup(sde, D, n=4, seed=0):
+    mix = dd.random_mixture(jax.random.key(D + seed), 3, D)
+    p = mix.diffuse(sde)
+    x = mix.sample(jax.random.key(1), n)
+    return p, x, (lambda y: p.log_prob(y, sde.T))
+
+
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("D", [1, 2, 9, 50])
+def test_exact_score_float64(sde, D, x64):
+    p, x, prior = _setup(sde, D, n=2)
+    est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior, rtol=1e-9, atol=1e-9)
+    assert float(jnp.max(jnp.abs(est.value - p.log_prob(x, 1e-5)))) < 1e-4
+    assert np.all(np.asarray(est.stderr) == 0) and est.nfe.shape == (2,)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("D", [1, 2, 9, 50])
+def test_exact_score_float32(sde, D):
+    p, x, prior = _setup(sde, D, n=3)
+    est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior)
+    assert est.value.dtype == jnp.float32
+    assert float(jnp.max(jnp.abs(est.value - p.log_prob(x, 1e-5)))) < 3e-3
+
+
+def test_hutchinson_unbiased():
+    sde = dd.VPSDE()
+    p, x, prior = _setup(sde, 5, n=3)
+    truth = p.log_prob(x, 1e-5)
+    for probe in ("rademacher", "gaussian"):
+        est = dd.ode_log_prob(p.score, sde, x, key=jax.random.key(2), divergence="hutchinson", n_probes=256,
+                              probe=probe, prior_log_prob=prior)
+        z = jnp.abs(est.value - truth) / est.stderr
+        assert jnp.all(z < 3.5), (probe, z)
+        assert jnp.all(est.stderr > 0)
+
+
+def test_sample_log_prob_matches_density(x64):
+    sde = dd.VPSDE()
+    mix = dd.random_mixture(jax.random.key(3), 2, 2)
+    p = mix.diffuse(sde)
+    x, logp, nfe = dd.ode_sample(p.score, sde, jax.random.key(0), (4, 2), rtol=1e-8, atol=1e-8)
+    # sampled from the standard-normal prior, not p_T: compare with the change of variables, which ode_encode inverts
+    xT, delta, _ = dd.ode_encode(p.score, sde, x, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(logp, sde.prior_log_prob(xT) + delta, atol=1e-5)
+
+
+def test_deterministic_given_key():
+    sde = dd.VPSDE()
+    p, x, prior = _setup(sde, 3, n=2)
+    a = dd.ode_log_prob(p.score, sde, x, key=jax.random.key(5), divergence="hutchinson", n_probes=4)
+    b = dd.ode_log_prob(p.score, sde, x, key=jax.random.key(5), divergence="hutchinson", n_probes=4)
+    np.testing.assert_array_equal(a.value, b.value)
+
+
+def test_max_steps_reported():
+    sde = dd.VPSDE()
+    p, x, _ = _setup(sde, 2, n=2)
+    with pytest.raises(RuntimeError, match="max_steps"):
+        dd.ode_log_prob(p.score, sde, x, max_steps=3)
+
+
+def test_bad_input():
+    sde = dd.VPSDE()
+    p, x, _ = _setup(sde, 2, n=2)
+    with pytest.raises(ValueError, match="x must have shape"):
+        dd.ode_log_prob(p.score, sde, x[0])
+    with pytest.raises(ValueError, match="NaN"):
+        dd.ode_log_prob(p.score, sde, x.at[0, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match="t0"):
+        dd.ode_log_prob(p.score, sde, x, t0=0.0)
+    with pytest.raises(ValueError, match="t0"):
+        dd.ode_log_prob(p.score, sde, x, t0=1.5)
+    with pytest.raises(ValueError, match="divergence"):
+        dd.ode_log_prob(p.score, sde, x, divergence="skilling")
+    with pytest.raises(ValueError, match="probe"):
+        dd.ode_log_prob(p.score, sde, x, key=jax.random.key(0), divergence="hutchinson", probe="sphere")
+    with pytest.raises(ValueError, match="rtol"):
+        dd.ode_log_prob(p.score, sde, x, rtol=0.0)
+    with pytest.raises(ValueError, match="atol"):
+        dd.ode_log_prob(p.score, sde, x, atol=-1.0)
+    with pytest.raises(ValueError, match="key"):
+        dd.ode_log_prob(p.score, sde, x, divergence="hutchinson")
+    with pytest.raises(ValueError, match="shape"):
+        dd.ode_sample(p.score, sde, jax.random.key(0), (3,))
+
+
+def test_bits_per_dim():
+    # a uniform density on [0, 1]^D has log p = 0; with 256 levels each bin has mass 1/256: 8 bits/dim exactly
+    assert float(dd.bits_per_dim(jnp.zeros(()), 3, levels=256)) == pytest.approx(8.0)
+    # 17 levels on (0, 16): bin width 16/17; log p = -D log 16 (uniform on [0, 16]^D) gives log2(17) bits/dim
+    assert float(dd.bits_per_dim(jnp.array(-4 * np.log(16.0)), 4, levels=17, data_range=(0, 16))) == pytest.approx(np.log2(17), rel=1e-6)
+    k = jnp.array([[0, 16], [3, 5]])
+    y = dd.uniform_dequantize(jax.random.key(0), k, levels=17, data_range=(0, 17))
+    kf = k.astype(y.dtype)
+    assert jnp.all((y >= kf) & (y < kf + 1))
+    with pytest.raises(ValueError, match="k must lie"):
+        dd.uniform_dequantize(jax.random.key(0), k + 1, levels=17)
+    with pytest.raises(ValueError, match="data_range"):
+        dd.bits_per_dim(0.0, 2, data_range=(1, 0))
+    kd, labels, levels = dd.load_digits()
+    assert kd.shape == (1797, 64) and levels == 17 and kd.max() == 16
