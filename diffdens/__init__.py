@@ -3,16 +3,26 @@
 A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a scalar t.
 """
 
+from .checkpoint import load_model, save_model
 from .data import bits_per_dim, load_digits, uniform_dequantize
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
+from .nets import ScoreMLP, ScoreModel, init_model
 from .ode import ode_encode, ode_log_prob, ode_sample
 from .profile import device_name, pick, profile
 from .sde import LinearSDE, SubVPSDE, VESDE, VPSDE, forward_sample
+from .train import fit_score, weighted_score_error
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "load_model",
+    "save_model",
+    "ScoreMLP",
+    "ScoreModel",
+    "init_model",
+    "fit_score",
+    "weighted_score_error",
     "bits_per_dim",
     "load_digits",
     "uniform_dequantize",
