@@ -10,12 +10,14 @@ from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard
 from .nets import ScoreMLP, ScoreModel, init_model
 from .ode import ode_encode, ode_log_prob, ode_sample
 from .profile import device_name, pick, profile
+from .reverse import reverse_sde_sample
 from .sde import LinearSDE, SubVPSDE, VESDE, VPSDE, forward_sample
 from .train import fit_score, weighted_score_error
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "reverse_sde_sample",
     "load_model",
     "save_model",
     "ScoreMLP",
