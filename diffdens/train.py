@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ._checks import as_float_array, check_option, check_positive, check_positive_int
 from .checkpoint import _sde_config, cache_dir, cache_key, load_model, save_model
