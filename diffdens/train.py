@@ -108,6 +108,32 @@ def fit_score(
     graphdef, params, rest = nnx.split(model.net, nnx.Param, ...)
     opt_state = opt.init(params)
 
+    epoch = make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, n_throws, batch_size)
+
+    losses = []
+    bar = tqdm(range(epochs), desc=f"fit_score[{parameterization}, {weighting}]", disable=not progress, leave=False)
+    for k in jax.random.split(k_train, epochs) if epochs > 0 else []:
+        params, opt_state, loss = epoch(params, opt_state, k)
+        losses.append(float(loss))
+        bar.update(1)
+        if math.isfinite(losses[-1]):
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        else:
+            raise FloatingPointError(f"training diverged at epoch {len(losses)} (loss {losses[-1]}); lower lr")
+    bar.close()
+    nnx.update(model.net, params)
+    history = {"loss": np.asarray(losses)}
+    if cache:
+        save_model(model, path)
+        path.with_suffix(".json").write_text(json.dumps({k: v.tolist() for k, v in history.items()}))
+    return model, history
+
+
+def make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, n_throws, batch_size):
+    """The jit-compiled epoch of :func:`fit_score`: (params, opt_state, key) -> (params, opt_state, mean loss)."""
+    N, D = data.shape
+    n_batches = max(1, (N * n_throws) // batch_size)
+
     def loss_fn(params, x0, k):
         m = ScoreModel(nnx.merge(graphdef, params, rest), sde, parameterization)
         return jnp.mean(dsm_terms(m, x0, k, weighting=weighting, t0=t0))
@@ -129,23 +155,7 @@ def fit_score(
                                                    (batches, jax.random.split(kb, n_batches)))
         return params, opt_state, jnp.mean(losses)
 
-    losses = []
-    bar = tqdm(range(epochs), desc=f"fit_score[{parameterization}, {weighting}]", disable=not progress, leave=False)
-    for k in jax.random.split(k_train, epochs) if epochs > 0 else []:
-        params, opt_state, loss = epoch(params, opt_state, k)
-        losses.append(float(loss))
-        bar.update(1)
-        if math.isfinite(losses[-1]):
-            bar.set_postfix(loss=f"{losses[-1]:.4g}")
-        else:
-            raise FloatingPointError(f"training diverged at epoch {len(losses)} (loss {losses[-1]}); lower lr")
-    bar.close()
-    nnx.update(model.net, params)
-    history = {"loss": np.asarray(losses)}
-    if cache:
-        save_model(model, path)
-        path.with_suffix(".json").write_text(json.dumps({k: v.tolist() for k, v in history.items()}))
-    return model, history
+    return epoch
 
 
 def weighted_score_error(score, exact_score, sde: LinearSDE, x0, key, *, t0: float = 1e-5, n_times: int = 64):

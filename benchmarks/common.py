@@ -1,0 +1,71 @@
+"""Shared helpers for the benchmark scripts: device/version metadata, timing, a random-weight MLP score, JSON output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import diffdens as dd  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def meta(**sizes) -> dict:
+    import diffrax
+    import flax
+    import optax
+
+    d = jax.devices()[0]
+    return {
+        "device": dd.device_name(),
+        "platform": d.platform,
+        "n_devices": jax.device_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "versions": {"jax": jax.__version__, "flax": flax.__version__, "diffrax": diffrax.__version__,
+                     "optax": optax.__version__, "python": platform.python_version()},
+        "sizes": sizes,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def timeit(fn, *, repeats: int = 3) -> float:
+    """Best wall time of ``repeats`` calls after one warm-up call (compilation excluded)."""
+    jax.block_until_ready(fn())
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def random_mlp_score(dim: int, sde, key, hidden: int = 128):
+    """The package's score MLP with random (nonzero) output weights: a stand-in network of realistic cost."""
+    from flax import nnx
+
+    model = dd.init_model(dim, sde, key=key, hidden=hidden)
+    k = model.net.out.kernel
+    k.value = 0.1 * jax.random.normal(jax.random.fold_in(key, 1), k.value.shape)
+    return model
+
+
+def write(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tag = "cpu" if payload["meta"]["platform"] == "cpu" else payload["meta"]["device"].split()[1].lower() if len(payload["meta"]["device"].split()) > 1 else payload["meta"]["platform"]
+    path = RESULTS / f"{name}_{tag}.json"
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    w = {c: max(len(c), *(len(f"{r.get(c, '')}") for r in rows)) for c in cols}
+    lines = ["  ".join(c.rjust(w[c]) for c in cols)]
+    lines += ["  ".join(f"{r.get(c, '')}".rjust(w[c]) for c in cols) for r in rows]
+    return "\n".join(lines)

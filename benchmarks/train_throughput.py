@@ -1,0 +1,48 @@
+"""Training throughput of ``fit_score``: optimizer steps/s and network evaluations/s (forward + backward).
+
+    python benchmarks/train_throughput.py            # CPU here -> results/train_throughput_cpu.json
+    python benchmarks/train_throughput.py --full     # on the GPU machine -> results/train_throughput_h100.json
+
+Times the same jit-compiled epoch that ``fit_score`` runs (``diffdens.train.make_epoch``), compilation excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import optax
+from flax import nnx
+
+from common import dd, meta, table, timeit, write
+from diffdens.train import make_epoch
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full", action="store_true")
+    a = ap.parse_args()
+    dims = [2, 9, 64]
+    batches = [256, 1024, 4096] + ([16384, 65536] if a.full else [])
+    N, n_throws = (65536, 10) if a.full else (4096, 4)
+    sde = dd.VPSDE()
+    rows = []
+    for D in dims:
+        data = dd.random_mixture(jax.random.key(D), 4, D).sample(jax.random.key(0), N)
+        model = dd.init_model(D, sde, key=jax.random.key(1))
+        graphdef, params, rest = nnx.split(model.net, nnx.Param, ...)
+        opt = optax.adam(1e-3)
+        for B in batches:
+            n_batches = max(1, N * n_throws // B)
+            epoch = make_epoch(graphdef, rest, sde, "score", "likelihood_is", 1e-5, opt, data, n_throws, B)
+            state = opt.init(params)
+            sec = timeit(lambda: epoch(params, state, jax.random.key(2))[2])
+            steps = n_batches / sec
+            rows.append({"D": D, "batch": B, "steps_per_s": round(steps, 1), "net_evals_per_s": round(steps * B)})
+    payload = {"meta": meta(N=N, n_throws=n_throws, hidden=128, depth=3), "rows": rows}
+    print(f"wrote {write('train_throughput', payload)}")
+    print(table(rows, ["D", "batch", "steps_per_s", "net_evals_per_s"]))
+
+
+if __name__ == "__main__":
+    main()
