@@ -9,6 +9,7 @@ from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
 from .nets import ScoreMLP, ScoreModel, init_model
 from .ode import ode_encode, ode_log_prob, ode_sample
+from .path_integral import entropy_from_score, path_integral_log_prob
 from .profile import device_name, pick, profile
 from .reverse import reverse_sde_sample
 from .sde import LinearSDE, SubVPSDE, VESDE, VPSDE, forward_sample
@@ -17,6 +18,8 @@ from .train import fit_score, weighted_score_error
 __version__ = "0.1.0"
 
 __all__ = [
+    "entropy_from_score",
+    "path_integral_log_prob",
     "reverse_sde_sample",
     "load_model",
     "save_model",
