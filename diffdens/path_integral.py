@@ -35,6 +35,20 @@ def entropy_from_score(score: Callable, sde: LinearSDE) -> Callable:
     return e
 
 
+def _resolve_control(fn, control):
+    """The field for ``control``: a callable as given, or, for a model object carrying ``parameterization``, its
+    ``score`` or ``entropy`` method; a model trained for the other control is a ValueError."""
+    if not callable(fn) and hasattr(fn, "parameterization"):
+        par = fn.parameterization
+        if (control == "entropy") != (par == "entropy"):
+            raise ValueError(f"control={control!r} does not match the model's parameterization {par!r}")
+        return fn.entropy if control == "entropy" else fn.score
+    if not callable(fn):
+        raise ValueError(f"score must be a callable score(x, t) or a model, got {type(fn).__name__}")
+    _check_control(fn, control)
+    return fn
+
+
 def _check_control(fn, control):
     name = getattr(fn, "__name__", "")
     owner = getattr(fn, "__self__", None)
@@ -71,7 +85,10 @@ def path_integral_log_prob(
 ) -> Estimate:
     """Per-point path-integral bound on log p(x) with its standard error over throws (``000`` eq. 3.8).
 
-    ``score`` is s(x, t) for ``control="score"`` or the entropy field e(x, t) for ``control="entropy"``.
+    ``score`` is s(x, t) for ``control="score"`` or the entropy field e(x, t) for ``control="entropy"``, or a
+    trained model (whose parameterization must match ``control``). The term of u . grad log p(y|x) linear in y_s is
+    kept as sampled rather than replaced by its mean (-f D): measured on the mixtures, it acts as a control variate
+    and the sampled form has the lower variance (about 2x for VP).
     Throws are processed in chunks of ``chunk_size`` (default min(n_throws, 4096)) accumulating sums and sums of
     squares, so peak memory does not grow with ``n_throws``. ``importance_sampling`` draws s with density
     g^2/sigma_s^2 (log-SNR uniform). ``prior_log_prob`` replaces the closed-form Gaussian prior term by a Monte Carlo
@@ -81,7 +98,7 @@ def path_integral_log_prob(
         raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
     x = check_points(x, "x")
     check_option(control, CONTROLS, "control")
-    _check_control(score, control)
+    score = _resolve_control(score, control)
     n_throws = check_positive_int(n_throws, "n_throws")
     chunk = check_positive_int(chunk_size if chunk_size is not None else min(n_throws, 4096), "chunk_size")
     check_time(t0, "t0", lo=0.0, hi=sde.T, open_lo=True)

@@ -75,3 +75,14 @@ def test_model_control_mismatch_and_bad_input():
         dd.path_integral_log_prob(p.score, sde, x.at[0, 0].set(jnp.inf), key=jax.random.key(0))
     with pytest.raises(ValueError, match="x must have shape"):
         dd.path_integral_log_prob(p.score, sde, x[0], key=jax.random.key(0))
+
+
+def test_model_object_resolves_control():
+    sde = dd.VPSDE()
+    mix, p, x = _setup(sde, n=2)
+    em = dd.init_model(2, sde, key=jax.random.key(0), parameterization="entropy")
+    a = dd.path_integral_log_prob(em, sde, x, key=jax.random.key(1), n_throws=500, control="entropy")
+    b = dd.path_integral_log_prob(em.entropy, sde, x, key=jax.random.key(1), n_throws=500, control="entropy")
+    np.testing.assert_array_equal(a.value, b.value)
+    with pytest.raises(ValueError, match="parameterization"):
+        dd.path_integral_log_prob(em, sde, x, key=jax.random.key(1), control="score")

@@ -1,0 +1,93 @@
+"""Throughput of the path-integral estimator (throws/s) and its ratio to the bare forward pass of the same MLP.
+
+Both numbers come from the same run on the same device: the estimator's cost per throw is one network forward pass
+plus the Gaussian kernel, so the ratio (target >= 0.6 on an H100) measures the estimator's overhead.
+
+CPU (small):  PYTHONPATH=. python benchmarks/path_integral_speed.py --small
+H100 rows:    PYTHONPATH=. python benchmarks/path_integral_speed.py
+Writes benchmarks/results/path_integral_speed_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import diffdens as dd  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CHUNK = 8192
+
+
+def best_time(fn, repeats=3):
+    jax.block_until_ready(fn())
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def plain_mlp(dim, hidden, depth, key):
+    """A plain jnp MLP score(x, t) with fixed random weights (the bare network whose forward pass we compare to)."""
+    sizes = [dim + 1] + [hidden] * depth + [dim]
+    ks = jax.random.split(key, len(sizes) - 1)
+    params = [(jax.random.normal(k, (a, b)) / jnp.sqrt(a), jnp.zeros(b)) for k, a, b in zip(ks, sizes[:-1], sizes[1:])]
+
+    def score(x, t):
+        h = jnp.concatenate([x, jnp.reshape(t, (1,))], -1)
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i < len(params) - 1:
+                h = jax.nn.silu(h)
+        return h
+
+    return score
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small", action="store_true")
+    a = ap.parse_args()
+    dims = [2, 9] if a.small else [2, 9, 32, 128]
+    n_points = 4 if a.small else 100
+    n_throws = 16_384 if a.small else 98_304
+    hidden, depth = 128, 3
+    sde = dd.VPSDE()
+    rows = []
+    for D in dims:
+        score = plain_mlp(D, hidden, depth, jax.random.key(D))
+        x = jax.random.normal(jax.random.key(1), (n_points, D))
+        # jit the call once so repeated timings do not re-trace (the estimator jits a fresh closure per call)
+        pi = jax.jit(lambda x, key: dd.path_integral_log_prob(score, sde, x, key=key, n_throws=n_throws,
+                                                              chunk_size=CHUNK).value)
+        t_pi = best_time(lambda: pi(x, jax.random.key(2)))
+        # bare forward: the same number of (point, time) evaluations, in the same chunks
+        m = n_points * n_throws
+        xs = jax.random.normal(jax.random.key(3), (m // CHUNK, CHUNK, D))
+        ts = jax.random.uniform(jax.random.key(4), (m // CHUNK, CHUNK))
+        fwd = jax.jit(lambda xs, ts: jnp.sum(jax.lax.map(lambda c: jax.vmap(score)(*c), (xs, ts))))
+        t_fwd = best_time(lambda: fwd(xs, ts))
+        rows.append(dict(D=D, n_points=n_points, n_throws=n_throws, throws_per_s=m / t_pi, forward_per_s=m / t_fwd,
+                         ratio=t_fwd / t_pi))
+        print(rows[-1], flush=True)
+    d = jax.devices()[0]
+    tag = "cpu" if d.platform == "cpu" else (getattr(d, "device_kind", d.platform).split() + [d.platform])[1].lower()
+    payload = dict(meta=dict(device=dd.device_name(), platform=d.platform, jax=jax.__version__,
+                             python=platform.python_version(), date=time.strftime("%Y-%m-%d"),
+                             sizes=dict(hidden=hidden, depth=depth, small=a.small)), rows=rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"path_integral_speed_{tag}.json").write_text(json.dumps(payload, indent=1))
+
+
+if __name__ == "__main__":
+    main()
