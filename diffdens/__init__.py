@@ -3,6 +3,7 @@
 A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a scalar t.
 """
 
+from .augmented import sample_with_log_prob
 from .checkpoint import load_model, save_model
 from .data import bits_per_dim, load_digits, uniform_dequantize
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
@@ -18,6 +19,7 @@ from .train import fit_score, weighted_score_error
 __version__ = "0.1.0"
 
 __all__ = [
+    "sample_with_log_prob",
     "entropy_from_score",
     "path_integral_log_prob",
     "reverse_sde_sample",

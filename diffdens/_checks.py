@@ -70,7 +70,8 @@ def check_shape(shape, name: str = "shape") -> tuple[int, int]:
         shape = tuple(shape)
     except TypeError:
         raise ValueError(f"{name} must be a tuple (n, D), got {shape!r}") from None
-    if len(shape) != 2 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in shape):
+    ok = len(shape) == 2 and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in shape)
+    if not ok:
         raise ValueError(f"{name} must be a tuple (n, D) of positive integers, got {shape!r}")
     return int(shape[0]), int(shape[1])
 
