@@ -6,6 +6,7 @@ A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a
 from .augmented import sample_with_log_prob
 from .checkpoint import load_model, save_model
 from .data import bits_per_dim, load_digits, uniform_dequantize
+from .elbo import elbo
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
 from .nets import ScoreMLP, ScoreModel, init_model
@@ -19,6 +20,7 @@ from .train import fit_score, weighted_score_error
 __version__ = "0.1.0"
 
 __all__ = [
+    "elbo",
     "sample_with_log_prob",
     "entropy_from_score",
     "path_integral_log_prob",
