@@ -3,7 +3,7 @@
 A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a scalar t.
 """
 
-from .augmented import sample_with_log_prob
+from .augmented import BiasDiagnostics, augmented_forward, sample_with_log_prob, sde_bias_diagnostics
 from .checkpoint import load_model, save_model
 from .data import bits_per_dim, load_digits, uniform_dequantize
 from .elbo import elbo
@@ -20,6 +20,9 @@ from .train import fit_score, weighted_score_error
 __version__ = "0.1.0"
 
 __all__ = [
+    "BiasDiagnostics",
+    "augmented_forward",
+    "sde_bias_diagnostics",
     "elbo",
     "sample_with_log_prob",
     "entropy_from_score",

@@ -12,9 +12,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._checks import check_positive, check_positive_int, check_shape
+from typing import NamedTuple
 
-__all__ = ["sample_with_log_prob"]
+from ._checks import check_option, check_points, check_positive, check_positive_int, check_shape
+from .estimate import Estimate, make_probes, value_and_divergence
+
+__all__ = ["sample_with_log_prob", "augmented_forward", "sde_bias_diagnostics", "BiasDiagnostics"]
 
 
 def sample_with_log_prob(score, sde, key, shape, *, n_steps=1000, t0=1e-5, prior_log_prob=None):
@@ -48,3 +51,68 @@ def sample_with_log_prob(score, sde, key, shape, *, n_steps=1000, t0=1e-5, prior
         return x, r
 
     return jax.vmap(one)(jax.random.split(k_paths, n), xT)
+
+
+def augmented_forward(score, sde, x0, key, *, n_steps=1000, t0=1e-5, divergence="exact"):
+    """The augmented forward SDE (``004`` Thm. 4, eq. 10), Euler-Maruyama from t0 to T: returns (x_T, omega_T) with
+    omega_T = log p_T^SDE(x_T) - log p_0^SDE(x_0) + Y with E[Y] >= 0, = 0 for the true score (eq. 11-12), so
+    E[log p_T(x_T) - omega_T] <= log p_0^SDE(x_0), with equality for the true score.
+    ``divergence`` is "exact" (D JVPs per step) or "hutchinson" (one Rademacher probe per step)."""
+    x0 = check_points(x0, "x0")
+    n_steps = check_positive_int(n_steps, "n_steps")
+    t0 = check_positive(t0, "t0")
+    check_option(divergence, ("exact", "hutchinson"), "divergence")
+    if not t0 < sde.T:
+        raise ValueError(f"t0 must be < T={sde.T}, got {t0}")
+    n, D = x0.shape
+    ts = jnp.linspace(t0, sde.T, n_steps + 1, dtype=x0.dtype)
+
+    def one(k, x):
+        def step(c, inp):
+            x, w = c
+            t, t_next, kk = inp
+            h = t_next - t
+            kz, kv = jax.random.split(kk)
+            v = None if divergence == "exact" else make_probes(kv, 1, D, "rademacher", x.dtype)
+            s, div = value_and_divergence(lambda y: score(y, t), x, v)
+            div = jnp.mean(div)
+            f, g2 = sde.f(t), sde.g2(t)
+            dw = jnp.sqrt(h) * jax.random.normal(kz, x.shape, x.dtype)
+            x_new = x + f * x * h + jnp.sqrt(g2) * dw
+            w_new = w + (-f * D + g2 * (0.5 * jnp.sum(s * s) + div)) * h + jnp.sqrt(g2) * jnp.dot(s, dw)
+            return (x_new, w_new), None
+
+        (x, w), _ = jax.lax.scan(step, (x, jnp.zeros((), x.dtype)), (ts[:-1], ts[1:], jax.random.split(k, n_steps)))
+        return x, w
+
+    return jax.vmap(one)(jax.random.split(key, n), x0)
+
+
+class BiasDiagnostics(NamedTuple):
+    """``004`` eqs. 14-15: R = E[r0 - ELBO] bounds the bias of both r0 and the ELBO; R^L <= KL(p^SDE || p^ODE) <= R^U."""
+
+    R: Estimate
+    R_upper: Estimate
+    R_lower: Estimate
+
+
+def sde_bias_diagnostics(score, sde, key, shape, *, n_steps=1000, t0=1e-5, n_times=1000, ode_kwargs=None):
+    """R, R^U, R^L with standard errors over the samples (x0, r0) of the augmented reverse SDE (``004`` eqs. 14-15).
+
+    ELBO(x0) from :func:`diffdens.elbo` (DSM form, importance-sampled t), log p^ODE(x0) from
+    :func:`diffdens.ode_log_prob` (exact divergence unless ``ode_kwargs`` says otherwise)."""
+    from .elbo import elbo
+    from .ode import ode_log_prob
+
+    n, _ = check_shape(shape, "shape")
+    if n < 2:
+        raise ValueError(f"shape must hold at least 2 samples for a standard error, got {shape}")
+    ks, ke, ko = jax.random.split(key, 3)
+    x0, r0 = sample_with_log_prob(score, sde, ks, shape, n_steps=n_steps, t0=t0)
+    lb = elbo(score, sde, x0, key=ke, n_times=n_times, t0=t0).value
+    lode = ode_log_prob(score, sde, x0, key=ko, t0=t0, **(ode_kwargs or {})).value
+
+    def mean(v):
+        return Estimate(jnp.mean(v), jnp.std(v, ddof=1) / jnp.sqrt(v.shape[0]), None)
+
+    return BiasDiagnostics(mean(r0 - lb), mean(r0 - lode), mean(lb - lode))

@@ -43,3 +43,47 @@ def test_strong_order_half():
         rms.append(jnp.sqrt(jnp.mean((r - dm.log_prob(x, 1e-5)) ** 2)))
     slope = -jnp.polyfit(jnp.log(steps.astype(float)), jnp.log(jnp.array(rms)), 1)[0]
     assert 0.35 < float(slope) < 0.65, slope
+
+
+def test_bias_16000_steps_and_d5():
+    sde = dd.VPSDE()
+    for D, n_steps, n, slack in ((2, 16000, 48, 0.01), (5, 1000, 96, 0.05)):
+        mix = dd.random_mixture(jax.random.key(D), 3, D)
+        p = mix.diffuse(sde)
+        x0, r0 = dd.sample_with_log_prob(p.score, sde, jax.random.key(1), (n, D), n_steps=n_steps,
+                                         prior_log_prob=lambda y: p.log_prob(y, sde.T))
+        err = r0 - mix.log_prob(x0)
+        se = float(jnp.std(err) / jnp.sqrt(n))
+        assert abs(float(jnp.mean(err))) < 3 * se + slack, (D, n_steps, float(jnp.mean(err)), se)
+
+
+def test_augmented_forward_exact_score():
+    """With the true score, log p_T(x_T) - omega_T is unbiased for log p_0(x_0) (Thm. 4 with Y of mean zero)."""
+    sde = dd.VPSDE()
+    mix = dd.standard_mixture("2d")
+    p = mix.diffuse(sde)
+    x0 = mix.sample(jax.random.key(0), 128)
+    for div in ("exact", "hutchinson"):
+        xT, w = dd.augmented_forward(p.score, sde, x0, jax.random.key(1), n_steps=1000, divergence=div)
+        err = p.log_prob(xT, sde.T) - w - mix.log_prob(x0)
+        assert abs(float(jnp.mean(err))) < 3 * float(jnp.std(err) / jnp.sqrt(128)) + 0.05
+    with pytest.raises(ValueError, match="NaN"):
+        dd.augmented_forward(p.score, sde, x0.at[0, 0].set(jnp.nan), jax.random.key(1))
+    with pytest.raises(ValueError, match="divergence"):
+        dd.augmented_forward(p.score, sde, x0, jax.random.key(1), divergence="none")
+
+
+def test_bias_diagnostics():
+    sde = dd.VPSDE()
+    mix = dd.standard_mixture("2d")
+    p = mix.diffuse(sde)
+    pert = lambda x, t: 1.2 * p.score(x, t) + 0.3
+    bd = dd.sde_bias_diagnostics(pert, sde, jax.random.key(2), (64, 2), n_steps=500, n_times=400)
+    for e in (bd.R, bd.R_upper):
+        assert float(e.value) > -3 * float(e.stderr) and float(e.stderr) > 0
+    assert float(bd.R.value) > 3 * float(bd.R.stderr)  # a wrong score shows a bias
+    exact = dd.sde_bias_diagnostics(p.score, sde, jax.random.key(2), (64, 2), n_steps=500, n_times=400)
+    for e in exact:
+        assert abs(float(e.value)) < 3 * float(e.stderr) + 0.05
+    with pytest.raises(ValueError, match="2 samples"):
+        dd.sde_bias_diagnostics(p.score, sde, jax.random.key(2), (1, 2))
