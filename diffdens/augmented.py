@@ -4,11 +4,12 @@ Derivation (Ito in reverse time, step h > 0 from t to t - h, s = score(x, t), li
   x <- x - (f x - g^2 s) h + g sqrt(h) z
   r <- r + (D f + g^2 |s|^2 / 2) h + g sqrt(h) s.z
 The Laplacian terms (Fokker-Planck 1/2 g^2 tr H and the Ito correction -1/2 g^2 tr H h) cancel only in
-reverse time, so no divergence is needed.  Euler-Maruyama, same Brownian increment z for x and r.
+reverse time, so no divergence is needed.  Euler-Maruyama on diffrax, the same Brownian increment for x and r.
 """
 
 from __future__ import annotations
 
+import diffrax
 import jax
 import jax.numpy as jnp
 
@@ -28,29 +29,41 @@ def sample_with_log_prob(score, sde, key, shape, *, n_steps=1000, t0=1e-5, prior
     if not t0 < sde.T:
         raise ValueError(f"t0 must be < T={sde.T}, got {t0}")
     lp = prior_log_prob if prior_log_prob is not None else sde.prior_log_prob
-    ts = jnp.linspace(sde.T, t0, n_steps + 1)
     k_prior, k_paths = jax.random.split(key)
     xT = sde.prior_sample(k_prior, (n, D))
+    return _reverse_augmented(score, sde, int(n_steps), float(t0), lp, xT, jax.random.split(k_paths, n))
 
-    def one(k, x):
-        r = lp(x)
 
-        def step(c, inp):
-            x, r = c
-            t, t_next, kk = inp
-            h = t - t_next
-            s = score(x, t)
-            f, g2 = sde.f(t), sde.g2(t)
-            z = jax.random.normal(kk, x.shape, x.dtype)
-            dw = jnp.sqrt(h) * z
-            x_new = x - (f * x - g2 * s) * h + jnp.sqrt(g2) * dw
-            r_new = r + (D * f + 0.5 * g2 * jnp.sum(s * s)) * h + jnp.sqrt(g2) * jnp.dot(s, dw)
-            return (x_new, r_new), None
+def _reverse_augmented_impl(score, sde, n_steps, t0, lp, xT, keys):
+    """diffrax Euler-Maruyama on y = (x, r) in tau = T - t, one Brownian motion driving both (diffusion [g I; g s^T])."""
+    T = float(sde.T)
+    D = xT.shape[-1]
 
-        (x, r), _ = jax.lax.scan(step, (x, r), (ts[:-1], ts[1:], jax.random.split(k, n_steps)))
-        return x, r
+    def drift(tau, y, _):
+        t = T - tau
+        x = y[:D]
+        s = score(x, t)
+        f, g2 = sde.f(t), sde.g2(t)
+        return jnp.concatenate([-(f * x - g2 * s), (D * f + 0.5 * g2 * jnp.sum(s * s))[None]])
 
-    return jax.vmap(one)(jax.random.split(k_paths, n), xT)
+    def diffusion(tau, y, _):
+        t = T - tau
+        g = jnp.sqrt(sde.g2(t))
+        return g * jnp.concatenate([jnp.eye(D, dtype=y.dtype), score(y[:D], t)[None, :]], axis=0)
+
+    def one(x, k):
+        bm = diffrax.UnsafeBrownianPath(shape=(D,), key=k)
+        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
+        y0 = jnp.concatenate([x, lp(x)[None]])
+        sol = diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, T - t0, (T - t0) / n_steps, y0,
+                                  max_steps=n_steps + 2, adjoint=diffrax.DirectAdjoint())
+        y = sol.ys[-1]
+        return y[:D], y[D]
+
+    return jax.vmap(one)(xT, keys)
+
+
+_reverse_augmented = jax.jit(_reverse_augmented_impl, static_argnums=(0, 1, 2, 3, 4))
 
 
 def augmented_forward(score, sde, x0, key, *, n_steps=1000, t0=1e-5, divergence="exact"):
