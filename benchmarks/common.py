@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diffdens as dd  # noqa: E402
@@ -48,7 +47,6 @@ def timeit(fn, *, repeats: int = 3) -> float:
 
 def random_mlp_score(dim: int, sde, key, hidden: int = 128):
     """The package's score MLP with random (nonzero) output weights: a stand-in network of realistic cost."""
-    from flax import nnx
 
     model = dd.init_model(dim, sde, key=key, hidden=hidden)
     k = model.net.out.kernel

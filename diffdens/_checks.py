@@ -87,3 +87,10 @@ def check_time(t, name: str, *, lo: float, hi: float, open_lo: bool = False):
             bracket = "(" if open_lo else "["
             raise ValueError(f"{name} must lie in {bracket}{lo}, {hi}], got {a if a.ndim == 0 else (a.min(), a.max())}")
     return t
+
+
+def check_t0(t0, T: float, name: str = "t0") -> float:
+    """A start time strictly inside (0, T)."""
+    if isinstance(t0, bool) or not np.isfinite(t0) or not 0 < t0 < T:
+        raise ValueError(f"{name} must lie in (0, T) = (0, {T}), got {t0!r}")
+    return float(t0)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from typing import NamedTuple
 
-from ._checks import check_option, check_points, check_positive, check_positive_int, check_shape
+from ._checks import check_option, check_points, check_positive_int, check_shape, check_t0
 from .estimate import Estimate, make_probes, value_and_divergence
 
 __all__ = ["sample_with_log_prob", "augmented_forward", "sde_bias_diagnostics", "BiasDiagnostics"]
@@ -25,9 +25,7 @@ def sample_with_log_prob(score, sde, key, shape, *, n_steps=1000, t0=1e-5, prior
     """Sample x0 by the augmented reverse SDE (Euler-Maruyama) and return (x0, r0), r0 ~ log p0(x0)."""
     n, D = check_shape(shape, "shape")
     n_steps = check_positive_int(n_steps, "n_steps")
-    t0 = check_positive(t0, "t0")
-    if not t0 < sde.T:
-        raise ValueError(f"t0 must be < T={sde.T}, got {t0}")
+    t0 = check_t0(t0, sde.T)
     lp = prior_log_prob if prior_log_prob is not None else sde.prior_log_prob
     k_prior, k_paths = jax.random.split(key)
     xT = sde.prior_sample(k_prior, (n, D))
@@ -73,10 +71,8 @@ def augmented_forward(score, sde, x0, key, *, n_steps=1000, t0=1e-5, divergence=
     ``divergence`` is "exact" (D JVPs per step) or "hutchinson" (one Rademacher probe per step)."""
     x0 = check_points(x0, "x0")
     n_steps = check_positive_int(n_steps, "n_steps")
-    t0 = check_positive(t0, "t0")
+    t0 = check_t0(t0, sde.T)
     check_option(divergence, ("exact", "hutchinson"), "divergence")
-    if not t0 < sde.T:
-        raise ValueError(f"t0 must be < T={sde.T}, got {t0}")
     n, D = x0.shape
     ts = jnp.linspace(t0, sde.T, n_steps + 1, dtype=x0.dtype)
 

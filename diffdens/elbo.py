@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_option, check_points, check_positive_int, check_time
+from ._checks import check_t0, check_option, check_points, check_positive_int
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .path_integral import _prior_term
 from .sde import LinearSDE
@@ -50,9 +50,7 @@ def elbo(
     check_option(form, FORMS, "form")
     check_option(divergence, ("exact", "hutchinson"), "divergence")
     n_times = check_positive_int(n_times, "n_times")
-    check_time(t0, "t0", lo=0.0, hi=sde.T, open_lo=True)
-    if not t0 < sde.T:
-        raise ValueError(f"t0 must lie in (0, T), got {t0}")
+    t0 = check_t0(t0, sde.T)
     keys = jax.random.split(key, x.shape[0])
     vals = _run(score, sde, form, n_times, bool(importance_sampling), float(t0), bool(eps_correction), divergence,
                 prior_log_prob, x, keys)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_option, check_points, check_positive, check_positive_int, check_shape, check_time
+from ._checks import check_t0, check_option, check_points, check_positive, check_positive_int, check_shape
 from .estimate import Estimate, make_probes, value_and_divergence
 from .sde import LinearSDE
 
@@ -53,9 +53,7 @@ def _common_checks(sde, x, t0, rtol, atol, divergence, probe, n_probes, key):
     if not isinstance(sde, LinearSDE):
         raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
     x = check_points(x, "x")
-    check_time(t0, "t0", lo=0.0, hi=sde.T, open_lo=True)
-    if not t0 < sde.T:
-        raise ValueError(f"t0 must lie in (0, T), got {t0}")
+    t0 = check_t0(t0, sde.T)
     check_positive(rtol, "rtol")
     check_positive(atol, "atol")
     check_option(divergence, DIVERGENCES, "divergence")
@@ -167,7 +165,7 @@ def ode_sample(
     n, d = check_shape(shape)
     if not isinstance(sde, LinearSDE):
         raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
-    check_time(t0, "t0", lo=0.0, hi=sde.T, open_lo=True)
+    t0 = check_t0(t0, sde.T)
     xT = sde.prior_sample(key, (n, d))
     x0, delta, steps, ok = _flow_batch(score, sde, xT, None, float(sde.T), float(t0), float(rtol), float(atol),
                                        solver or diffrax.Tsit5(), int(max_steps))

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_option, check_points, check_positive_int, check_time
+from ._checks import check_t0, check_option, check_points, check_positive_int
 from .estimate import Estimate, sample_times
 from .sde import LinearSDE
 
@@ -101,9 +101,7 @@ def path_integral_log_prob(
     score = _resolve_control(score, control)
     n_throws = check_positive_int(n_throws, "n_throws")
     chunk = check_positive_int(chunk_size if chunk_size is not None else min(n_throws, 4096), "chunk_size")
-    check_time(t0, "t0", lo=0.0, hi=sde.T, open_lo=True)
-    if not t0 < sde.T:
-        raise ValueError(f"t0 must lie in (0, T), got {t0}")
+    t0 = check_t0(t0, sde.T)
     keys = jax.random.split(key, x.shape[0])
     s1, s2 = _run(score, sde, control, n_throws, chunk, float(t0), bool(importance_sampling), prior_log_prob, x, keys)
     mean = s1 / n_throws

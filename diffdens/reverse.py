@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_positive_int, check_shape, check_time
+from ._checks import check_t0, check_positive_int, check_shape
 from .sde import LinearSDE
 
 
@@ -51,7 +51,7 @@ def reverse_sde_sample(
     n_steps = check_positive_int(n_steps, "n_steps")
     if not lam <= 1:
         raise ValueError(f"lam must be <= 1, got {lam}")
-    check_time(t0, "t0", lo=0.0, hi=sde.T, open_lo=True)
+    t0 = check_t0(t0, sde.T)
     kx, kb = jax.random.split(key)
     x_T = sde.prior_sample(kx, (n, d)) if x_T is None else jnp.asarray(x_T)
     if x_T.shape != (n, d):
