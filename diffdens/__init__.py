@@ -11,6 +11,7 @@ from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
 from .nets import ScoreMLP, ScoreModel, init_model
 from .ode import ode_encode, ode_log_prob, ode_sample
+from .parallel import shard_points
 from .path_integral import entropy_from_score, path_integral_log_prob
 from .profile import device_name, pick, profile
 from .reverse import reverse_sde_sample
@@ -20,6 +21,7 @@ from .train import fit_score, weighted_score_error
 __version__ = "0.1.0"
 
 __all__ = [
+    "shard_points",
     "BiasDiagnostics",
     "augmented_forward",
     "sde_bias_diagnostics",

@@ -1,0 +1,310 @@
+"""Which estimator, at what cost: every log-density estimator of the package side by side, in one run.
+
+Three questions, one JSON (``results/estimators_<device>.json``; ``<device>`` is ``cpu`` or e.g. ``h100``):
+
+1. **Equal-accuracy cost.** On an exact-score Gaussian mixture (VP SDE; ``dd.standard_mixture("2d"/"9d")``,
+   ``dd.random_mixture`` for D = 50, 100) each estimator's budget knob is swept (PF-ODE tolerance or probe count,
+   ELBO time samples, path-integral throws, augmented-SDE steps); for every budget the RMS error against the exact
+   log p over ``n`` points and the steady-state wall time per point (batched, compilation excluded) are recorded,
+   and for each target |error| the cheapest budget that reaches it. The augmented SDE (``dd.sample_with_log_prob``)
+   estimates log p at its own samples, so its error is r0 - log p(x0) over ``n`` samples.
+2. **Network-limited throughput.** With the package's score MLP (random weights, ``common.random_mlp_score``), each
+   estimator's score evaluations per second as a fraction of the bare batched forward throughput of the same MLP
+   in the same run. One PF-ODE "evaluation" (NFE) includes its divergence (D JVPs exact, one per probe Hutchinson),
+   so its fraction is expected below 1 by about that factor; ELBO counts its eps-correction evaluations too.
+3. **One point at a time vs batched** (``000_8c59016f91bb37e4.txt`` Fig. 6 timed one point at a time): time per point
+   calling the estimator on single points in a loop vs on a batch, same MLP, same budget.
+
+Estimators missing from the installed package are recorded as "not available". Points are sharded over all visible
+devices with ``dd.shard_points`` (one device: unchanged).
+
+    python benchmarks/estimators.py            # quick sizes, CPU here         -> results/estimators_cpu.json
+    python benchmarks/estimators.py --full     # full sizes, on the H100 machine -> results/estimators_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common import dd, meta, random_mlp_score, table, write
+
+T0 = 1e-5
+TARGETS = (1.0, 0.3, 0.1, 0.03)
+
+SIZES = {
+    "quick": dict(dims=(2, 9, 50, 100), n=8, max_call_s=20.0, thr_dims=(9, 100), thr_n=32, thr_forward_batch=8192,
+                  single_k=3, batch_n=64),
+    "full": dict(dims=(2, 9, 50, 100), n=256, max_call_s=120.0, thr_dims=(9, 100), thr_n=1024,
+                 thr_forward_batch=262_144, single_k=16, batch_n=4096),
+    "smoke": dict(dims=(2, 9), n=2, max_call_s=5.0, thr_dims=(9,), thr_n=4, thr_forward_batch=256, single_k=1,
+                  batch_n=4),
+}
+
+# name -> (package function, fixed kwargs, budget kwarg, budgets quick, budgets full)
+ESTIMATORS = {
+    "pf_ode_exact": ("ode_log_prob", dict(divergence="exact"), "tol", (1e-2, 1e-3, 1e-4), (1e-2, 1e-3, 1e-4, 1e-5)),
+    "pf_ode_hutchinson": ("ode_log_prob", dict(divergence="hutchinson", rtol=1e-4, atol=1e-4), "n_probes",
+                          (1, 8, 64), (1, 4, 16, 64, 256)),
+    "elbo_dsm": ("elbo", dict(form="dsm", importance_sampling=False), "n_times", (100, 1000, 10_000),
+                 (100, 1000, 10_000, 100_000)),
+    "elbo_dsm_is": ("elbo", dict(form="dsm", importance_sampling=True), "n_times", (100, 1000, 10_000),
+                    (100, 1000, 10_000, 100_000)),
+    "elbo_ism": ("elbo", dict(form="ism", importance_sampling=False), "n_times", (100, 1000, 10_000),
+                 (100, 1000, 10_000, 100_000)),
+    "elbo_ism_is": ("elbo", dict(form="ism", importance_sampling=True), "n_times", (100, 1000, 10_000),
+                    (100, 1000, 10_000, 100_000)),
+    "path_integral_score": ("path_integral_log_prob", dict(control="score"), "n_throws", (100, 1000, 10_000),
+                            (100, 1000, 10_000, 100_000, 1_000_000)),
+    "path_integral_entropy": ("path_integral_log_prob", dict(control="entropy"), "n_throws", (100, 1000, 10_000),
+                              (100, 1000, 10_000, 100_000, 1_000_000)),
+    "augmented_r0": ("sample_with_log_prob", {}, "n_steps", (30, 100, 300), (30, 100, 300, 1000, 3000)),
+}
+# budget used for throughput and one-at-a-time vs batched
+MID = {"pf_ode_exact": 1e-4, "pf_ode_hutchinson": 1, "elbo_dsm": 1000, "elbo_dsm_is": 1000, "elbo_ism": 1000,
+       "elbo_ism_is": 1000, "path_integral_score": 1000, "path_integral_entropy": 1000, "augmented_r0": 300}
+
+
+def available(name):
+    return getattr(dd, ESTIMATORS[name][0], None) is not None
+
+
+def runner(name, budget, score, sde):
+    """A zero-argument-free callable (x, key) -> (values, x_used, nfe or None, stderr or None)."""
+    fname, fixed, knob, _, _ = ESTIMATORS[name]
+    fn = getattr(dd, fname)
+    kw = dict(fixed, t0=T0)
+    if knob == "tol":
+        kw.update(rtol=budget, atol=budget)
+    else:
+        kw[knob] = budget
+    if fname == "sample_with_log_prob":
+        # jit-wrapped here as a user would: the package function is not jitted itself, and unjitted it re-traces
+        # and re-compiles its scan at every call
+        cache = {}
+
+        def run(x, key):
+            if x.shape not in cache:
+                cache[x.shape] = jax.jit(lambda k: fn(score, sde, k, x.shape, **kw))
+            x0, r0 = cache[x.shape](key)
+            return r0, x0, None, None
+        return run
+    if name == "path_integral_entropy":
+        score = dd.entropy_from_score(score, sde)
+    fn = dd.shard_points(fn) if hasattr(dd, "shard_points") else fn
+
+    def run(x, key):
+        est = fn(score, sde, x, key=key, **kw)
+        return est.value, x, est.nfe, est.stderr
+    return run
+
+
+def timed(run, x, key):
+    """(output of a steady-state call, its wall time); the first (compiling) call is discarded."""
+    jax.block_until_ready(run(x, jax.random.fold_in(key, 99))[0])
+    t = time.perf_counter()
+    out = run(x, key)
+    jax.block_until_ready(out[0])
+    return out, time.perf_counter() - t
+
+
+def mixture(D):
+    if D in (2, 9):
+        return dd.standard_mixture(f"{D}d")
+    return dd.random_mixture(jax.random.key(D), 4, D)
+
+
+def equal_accuracy(sz, full):
+    sde = dd.VPSDE()
+    rows, summary = [], []
+    for D in sz["dims"]:
+        mix = mixture(D)
+        p = mix.diffuse(sde)
+        x = mix.sample(jax.random.key(100 + D), sz["n"])
+        for name, (fname, _, knob, bq, bf) in ESTIMATORS.items():
+            if not available(name):
+                rows.append({"D": D, "estimator": name, "status": f"not available (dd.{fname})"})
+                continue
+            meas = []
+            for b in (bf if full else bq):
+                try:
+                    (val, x_used, nfe, se), sec = timed(runner(name, b, p.score, sde), x, jax.random.key(7))
+                except Exception as e:  # recorded, not fatal
+                    rows.append({"D": D, "estimator": name, "budget": b, "status": f"failed ({type(e).__name__}: {str(e)[:160]})"})
+                    break
+                err = np.asarray(val, np.float64) - np.asarray(mix.log_prob(x_used), np.float64)
+                r = {"D": D, "estimator": name, "knob": knob, "budget": b, "n": int(x.shape[0]),
+                     "rms_error": float(np.sqrt(np.mean(err**2))), "mean_error": float(np.mean(err)),
+                     "s_per_point": sec / x.shape[0]}
+                if se is not None:
+                    r["mean_stderr"] = float(np.nanmean(np.asarray(se)))
+                if nfe is not None:
+                    r["mean_nfe"] = float(np.mean(np.asarray(nfe)))
+                rows.append(r)
+                meas.append(r)
+                print(r, flush=True)
+                if sec > sz["max_call_s"]:  # larger budgets would only cost more: stop the sweep here
+                    break
+            for tgt in TARGETS:
+                ok = [m for m in meas if m["rms_error"] <= tgt]
+                best = min(ok, key=lambda m: m["s_per_point"]) if ok else None
+                summary.append({"D": D, "estimator": name, "target": tgt,
+                                "s_per_point": None if best is None else best["s_per_point"],
+                                "budget": None if best is None else best["budget"]})
+    return rows, summary
+
+
+def throughput(sz):
+    sde = dd.VPSDE()
+    rows = []
+    for D in sz["thr_dims"]:
+        model = random_mlp_score(D, sde, jax.random.key(D))
+        score = model.score
+        B = sz["thr_forward_batch"]
+        xb = jax.random.normal(jax.random.key(1), (B, D))
+        tb = jax.random.uniform(jax.random.key(2), (B,), minval=T0, maxval=1.0)
+        fwd = jax.jit(jax.vmap(score))
+        bare = 0.0
+        for m in (B // 16, B // 4, B):  # the best batched forward throughput over batch sizes
+            jax.block_until_ready(fwd(xb[:m], tb[:m]))
+            t = time.perf_counter()
+            jax.block_until_ready(fwd(xb[:m], tb[:m]))
+            bare = max(bare, m / (time.perf_counter() - t))
+        x = jax.random.normal(jax.random.key(3), (sz["thr_n"], D))
+        rows.append({"D": D, "estimator": "bare_forward", "evals_per_s": bare, "fraction": 1.0})
+        for name, (fname, fixed, knob, _, _) in ESTIMATORS.items():
+            if not available(name):
+                rows.append({"D": D, "estimator": name, "status": f"not available (dd.{fname})"})
+                continue
+            b = MID[name]
+            try:
+                (val, _, nfe, _), sec = timed(runner(name, b, score, sde), x, jax.random.key(8))
+            except Exception as e:
+                rows.append({"D": D, "estimator": name, "status": f"failed ({type(e).__name__}: {str(e)[:160]})"})
+                continue
+            n = x.shape[0]
+            if nfe is not None:
+                evals = float(np.sum(np.asarray(nfe)))
+            elif fname == "elbo":
+                evals = n * b * (2 if fixed.get("eps_correction", True) else 1)
+            else:  # path integral throws, augmented steps: one score evaluation each
+                evals = n * b
+            r = {"D": D, "estimator": name, "budget": b, "n": n, "evals_per_s": evals / sec,
+                 "fraction": evals / sec / bare, "s_per_point": sec / n}
+            rows.append(r)
+            print(r, flush=True)
+    return rows
+
+
+def single_vs_batched(sz):
+    sde = dd.VPSDE()
+    D = 9
+    model = random_mlp_score(D, sde, jax.random.key(D))
+    rows = []
+    xs = jax.random.normal(jax.random.key(4), (sz["batch_n"], D))
+    for name, (fname, _, _, _, _) in ESTIMATORS.items():
+        if not available(name):
+            rows.append({"estimator": name, "status": f"not available (dd.{fname})"})
+            continue
+        run = runner(name, MID[name], model.score, sde)
+        try:
+            _, sec_b = timed(run, xs, jax.random.key(9))
+            jax.block_until_ready(run(xs[:1], jax.random.key(0))[0])  # compile the n=1 shape
+            t = time.perf_counter()
+            for i in range(sz["single_k"]):
+                jax.block_until_ready(run(xs[i:i + 1], jax.random.key(i))[0])
+            sec_1 = (time.perf_counter() - t) / sz["single_k"]
+        except Exception as e:
+            rows.append({"estimator": name, "status": f"failed ({type(e).__name__}: {str(e)[:160]})"})
+            continue
+        r = {"estimator": name, "D": D, "budget": MID[name], "batch_n": int(xs.shape[0]), "s_per_point_single": sec_1,
+             "s_per_point_batched": sec_b / xs.shape[0], "speedup": sec_1 / (sec_b / xs.shape[0])}
+        rows.append(r)
+        print(r, flush=True)
+    return rows
+
+
+def sampling_overhead(sz):
+    """``004`` claims the augmented SDE tracks log p "for no extra cost": time of dd.sample_with_log_prob over the
+    time of plain reverse-SDE sampling (dd.reverse_sde_sample), same MLP, steps and batch, both jit-wrapped."""
+    if not (hasattr(dd, "sample_with_log_prob") and hasattr(dd, "reverse_sde_sample")):
+        return {"status": "not available"}
+    sde = dd.VPSDE()
+    D, n, steps = 9, sz["batch_n"], MID["augmented_r0"]
+    score = random_mlp_score(D, sde, jax.random.key(D)).score
+    aug = jax.jit(lambda k: dd.sample_with_log_prob(score, sde, k, (n, D), n_steps=steps, t0=T0))
+    plain = jax.jit(lambda k: dd.reverse_sde_sample(score, sde, k, (n, D), n_steps=steps, t0=T0))
+    out = {"D": D, "n": n, "n_steps": steps}
+    for name, f in (("augmented_s", aug), ("plain_s", plain)):
+        jax.block_until_ready(f(jax.random.key(0)))
+        t = time.perf_counter()
+        jax.block_until_ready(f(jax.random.key(1)))
+        out[name] = time.perf_counter() - t
+    out["ratio"] = out["augmented_s"] / out["plain_s"]
+    print(out, flush=True)
+    return out
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    return f"{v * 1e3:.3g} ms" if v < 1 else f"{v:.3g} s"
+
+
+def git_commit():
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=__file__.rsplit("/", 1)[0] or ".").stdout.strip()
+    except Exception:
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, checks the code paths; writes nothing")
+    a = ap.parse_args()
+    prof = "full" if a.full else "smoke" if a.smoke else "quick"
+    sz = SIZES[prof]
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()
+    acc_rows, acc_summary = equal_accuracy(sz, a.full)
+    thr = throughput(sz)
+    sb = single_vs_batched(sz)
+    so = sampling_overhead(sz)
+    payload = {"meta": meta(profile=prof, t0=T0, sde="VP", targets=list(TARGETS), mid_budgets=MID,
+                            budgets={k: list(v[4] if a.full else v[3]) for k, v in ESTIMATORS.items()},
+                            net="MLP 3x128 random weights (throughput, single vs batched)", **sz),
+               "available": {k: available(k) for k in ESTIMATORS},
+               "equal_accuracy": acc_rows, "equal_accuracy_summary": acc_summary, "throughput": thr,
+               "single_vs_batched": sb, "sampling_overhead": so, "wall_s": time.perf_counter() - t_start,
+               "loadavg_start_end": [list(load_start), list(os.getloadavg())], "git": git_commit()}
+    if prof != "smoke":
+        print(f"wrote {write('estimators', payload)}")
+    print("\nthroughput (fraction of the bare forward throughput of the same MLP)")
+    print(table([{**r, "fraction": f"{r['fraction']:.3f}" if "fraction" in r else r.get("status", "")} for r in thr],
+                ["D", "estimator", "fraction"]))
+    print("\none point at a time vs batched (D=9, MLP)")
+    print(table([{**r, "single": fmt(r.get("s_per_point_single")), "batched": fmt(r.get("s_per_point_batched")),
+                  "speedup": f"{r['speedup']:.1f}" if "speedup" in r else r.get("status", "")} for r in sb],
+                ["estimator", "single", "batched", "speedup"]))
+    print("\nequal-accuracy cost: wall time per point to reach RMS |error| <= target (exact-score mixture)")
+    cols = ["estimator"] + [f"D={D} err<={t}" for D in sz["dims"] for t in TARGETS[:3]]
+    trows = []
+    for name in ESTIMATORS:
+        r = {"estimator": name}
+        for s in acc_summary:
+            if s["estimator"] == name and s["target"] in TARGETS[:3]:
+                r[f"D={s['D']} err<={s['target']}"] = fmt(s["s_per_point"])
+        trows.append(r)
+    print(table(trows, cols))
+
+
+if __name__ == "__main__":
+    main()
