@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import dd, meta, table, write
+from common import dd, git_commit, meta, table, write
 
 SIZES = {
     "quick": dict(n_mix_train=2048, n_mix_test=512, n_eval=32, dd_examples=20_000, dd_epochs=15, flow_epochs=60,
@@ -166,15 +166,6 @@ def diffusion(tr, ev, sz, key):
         except Exception as e:  # recorded, not fatal: one failing estimator must not lose the other rows
             out[label] = {"status": f"failed ({type(e).__name__}: {str(e)[:200]})"}
     return out
-
-
-def git_commit():
-    import subprocess
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=__file__.rsplit("/", 1)[0] or ".").stdout.strip()
-    except Exception:
-        return None
 
 
 def main():

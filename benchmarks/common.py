@@ -34,6 +34,16 @@ def meta(**sizes) -> dict:
     }
 
 
+def git_commit():
+    """The short hash of the checked-out commit, or None."""
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except Exception:
+        return None
+
+
 def timeit(fn, *, repeats: int = 3) -> float:
     """Best wall time of ``repeats`` calls after one warm-up call (compilation excluded)."""
     jax.block_until_ready(fn())

@@ -29,10 +29,9 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from common import dd, meta, random_mlp_score, table, write
+from common import dd, git_commit, meta, random_mlp_score, table, write
 
 T0 = 1e-5
 TARGETS = (1.0, 0.3, 0.1, 0.03)
@@ -254,15 +253,6 @@ def fmt(v):
     if v is None:
         return "-"
     return f"{v * 1e3:.3g} ms" if v < 1 else f"{v:.3g} s"
-
-
-def git_commit():
-    import subprocess
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=__file__.rsplit("/", 1)[0] or ".").stdout.strip()
-    except Exception:
-        return None
 
 
 def main():

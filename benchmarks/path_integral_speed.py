@@ -22,19 +22,10 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diffdens as dd  # noqa: E402
+from common import timeit  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHUNK = 8192
-
-
-def best_time(fn, repeats=3):
-    jax.block_until_ready(fn())
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def plain_mlp(dim, hidden, depth, key):
@@ -70,13 +61,13 @@ def main():
         # jit the call once so repeated timings do not re-trace (the estimator jits a fresh closure per call)
         pi = jax.jit(lambda x, key: dd.path_integral_log_prob(score, sde, x, key=key, n_throws=n_throws,
                                                               chunk_size=CHUNK).value)
-        t_pi = best_time(lambda: pi(x, jax.random.key(2)))
+        t_pi = timeit(lambda: pi(x, jax.random.key(2)))
         # bare forward: the same number of (point, time) evaluations, in the same chunks
         m = n_points * n_throws
         xs = jax.random.normal(jax.random.key(3), (m // CHUNK, CHUNK, D))
         ts = jax.random.uniform(jax.random.key(4), (m // CHUNK, CHUNK))
         fwd = jax.jit(lambda xs, ts: jnp.sum(jax.lax.map(lambda c: jax.vmap(score)(*c), (xs, ts))))
-        t_fwd = best_time(lambda: fwd(xs, ts))
+        t_fwd = timeit(lambda: fwd(xs, ts))
         rows.append(dict(D=D, n_points=n_points, n_throws=n_throws, throws_per_s=m / t_pi, forward_per_s=m / t_fwd,
                          ratio=t_fwd / t_pi))
         print(rows[-1], flush=True)
