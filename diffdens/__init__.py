@@ -6,7 +6,8 @@ A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a
 from .augmented import BiasDiagnostics, augmented_forward, sample_with_log_prob, sde_bias_diagnostics
 from .checkpoint import load_model, save_model
 from .data import bits_per_dim, load_digits, uniform_dequantize
-from .elbo import elbo
+from .elbo import elbo, hvae_elbo, variational_gap
+from .identities import entropy, kl_divergence
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
 from .nets import ScoreMLP, ScoreModel, init_model
@@ -26,6 +27,10 @@ __all__ = [
     "augmented_forward",
     "sde_bias_diagnostics",
     "elbo",
+    "hvae_elbo",
+    "variational_gap",
+    "entropy",
+    "kl_divergence",
     "sample_with_log_prob",
     "entropy_from_score",
     "path_integral_log_prob",
