@@ -9,6 +9,11 @@ import pytest
 import diffdens as dd
 
 
+SDE = dd.VPSDE()
+FOUR = dd.standard_mixture("four")
+P4 = FOUR.diffuse(SDE)  # one object, so its score's compiled solves are shared between tests
+
+
 def _app_j():
     """App. J: weights 0.274, 0.274, 0.45 (normalised; the mode of p(x_s|x_t) does not depend on the scale of p_0),
     means -2.5, -1.5, 1, variance 0.1; x_t = -2.5 at lambda_t = -8 under a VP-SDE."""
@@ -103,9 +108,8 @@ def test_hd_ode_gaussian_closed_form(t_end):
 
 
 def test_hd_ode_hutchinson_matches_exact():
-    sde = dd.VPSDE()
-    p = dd.standard_mixture("2d").diffuse(sde)
-    x_t = p.sample(jax.random.key(1), 8, 0.5)
+    sde, p = SDE, P4
+    x_t = p.sample(jax.random.key(1), 128, 0.5)
     y, ex = dd.hd_ode(p.score, sde, x_t, 0.5)
     y2, hu = dd.hd_ode(p.score, sde, x_t, 0.5, key=jax.random.key(2), divergence="hutchinson", n_probes=16)
     np.testing.assert_allclose(y, y2, atol=1e-4)
@@ -116,10 +120,8 @@ def test_hd_ode_hutchinson_matches_exact():
 def test_high_density_samples_have_lower_nll():
     """Fig. 6: at every threshold t, the HD sample y (HD-ODE from x_t) has lower NLL under the exact p_0 than the
     regular sample x_0 ~ p_0 it was noised from (paired: x_t = alpha_t x_0 + sigma_t eps), and the gap grows with t."""
-    sde = dd.VPSDE()
-    mix = dd.standard_mixture("four")
-    p = mix.diffuse(sde)
-    n = 256
+    sde, mix, p = SDE, FOUR, P4
+    n = 128
     x0 = mix.sample(jax.random.key(3), n)
     nll_reg = -mix.log_prob(x0)
     gaps = []
@@ -135,10 +137,8 @@ def test_high_density_samples_have_lower_nll():
 
 @pytest.mark.parametrize("sampler", ["ode", "sde"])
 def test_hd_sample(sampler):
-    sde = dd.VPSDE()
-    mix = dd.standard_mixture("four")
-    p = mix.diffuse(sde)
-    n = 64
+    sde, mix, p = SDE, FOUR, P4
+    n = 128
     out = dd.hd_sample(p.score, sde, jax.random.key(4), (n, 2), 0.5, sampler=sampler, n_steps=200)
     assert out.y.shape == (n, 2) and out.x_t.shape == (n, 2)
     np.testing.assert_allclose(out.log_p_change.value, p.log_prob(out.y, 1e-5) - p.log_prob(out.x_t, 0.5), atol=2e-2)
