@@ -10,6 +10,7 @@ from .elbo import elbo, hvae_elbo, variational_gap
 from .identities import entropy, kl_divergence
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
+from .modes import HDSamples, denoising_log_prob, hd_ode, hd_sample, mode_tracking_ode
 from .nets import ScoreMLP, ScoreModel, init_model
 from .ode import ode_encode, ode_log_prob, ode_sample
 from .parallel import shard_points
@@ -22,6 +23,11 @@ from .train import fit_score, weighted_score_error
 __version__ = "0.1.0"
 
 __all__ = [
+    "HDSamples",
+    "denoising_log_prob",
+    "hd_ode",
+    "hd_sample",
+    "mode_tracking_ode",
     "shard_points",
     "BiasDiagnostics",
     "augmented_forward",

@@ -157,6 +157,9 @@ def standard_mixture(name: str) -> GaussianMixture:
     * ``"2d"``: three components in D=2 (chapter 1's running example).
     * ``"9d"``: six components in D=9, the setting of ``000_8c59016f91bb37e4.txt`` Fig. 1 and Sec. 4 (the paper does
       not publish its parameters; ours are drawn once from a fixed key with :func:`random_mixture`).
+    * ``"four"``: four isotropic components in D=2 on the corners of a square, the bottom-left one the heaviest, the
+      setting of ``004_720dbaeb92b913c7.txt`` Fig. 6 (parameters not published; ours: means (+-2, +-2), weights
+      0.4 bottom-left and 0.2 elsewhere, covariance 0.3 I).
     """
     if name == "2d":
         return GaussianMixture(
@@ -166,4 +169,10 @@ def standard_mixture(name: str) -> GaussianMixture:
         )
     if name == "9d":
         return random_mixture(jax.random.key(9), 6, 9, spread=1.5, scale=0.6)
-    raise ValueError(f"name must be one of ('2d', '9d'), got {name!r}")
+    if name == "four":
+        return GaussianMixture(
+            weights=[0.4, 0.2, 0.2, 0.2],
+            means=[[-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]],
+            covs=[0.3 * np.eye(2)] * 4,
+        )
+    raise ValueError(f"name must be one of ('2d', '9d', 'four'), got {name!r}")
