@@ -17,6 +17,14 @@ def _concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def check_sde(sde) -> None:
+    """sde must be one of the package's linear SDEs."""
+    from .sde import LinearSDE  # sde.py imports this module
+
+    if not isinstance(sde, LinearSDE):
+        raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
+
+
 def check_option(value, options: Iterable[str], name: str) -> str:
     options = tuple(options)
     if value not in options:

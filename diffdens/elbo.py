@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_t0, check_option, check_points, check_positive_int
+from ._checks import check_sde, check_t0, check_option, check_points, check_positive_int
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .path_integral import _prior_term
 from .sde import LinearSDE
@@ -44,8 +44,7 @@ def elbo(
     prior_log_prob: Optional[Callable] = None,
 ) -> Estimate:
     """Per-point lower bound on log p^SDE(x) with its standard error over ``n_times`` time samples."""
-    if not isinstance(sde, LinearSDE):
-        raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
+    check_sde(sde)
     x = check_points(x, "x")
     check_option(form, FORMS, "form")
     check_option(divergence, ("exact", "hutchinson"), "divergence")
@@ -149,8 +148,7 @@ def variational_gap(
 
 
 def _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0):
-    if not isinstance(sde, LinearSDE):
-        raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
+    check_sde(sde)
     x = check_points(x, "x")
     n_layers = check_positive_int(n_layers, "n_layers")
     n_paths = check_positive_int(n_paths, "n_paths")
@@ -188,7 +186,7 @@ def _hvae_point(score, sde, n_layers, n_paths, lam, drift, t0, x, key):
         # decoder: one EM step of the lambda plug-in reverse SDE from (y_next, t_next) down to t
         mu = y_next - h * (sde.f(t_next) * y_next - (1.0 - 0.5 * lam) * sde.g2(t_next) * score(y_next, t_next))
         term = log_normal(y, mu, var_p) - log_normal(y_next, y + h * b, var_q)
-        gap = 0.5 * h * jnp.sum((b - b_opt(y, t)) ** 2) / (c * sde.g2(t))
+        gap = 0.0 if drift is None else 0.5 * h * jnp.sum((b - b_opt(y, t)) ** 2) / (c * sde.g2(t))
         return y_next, (term, gap)
 
     def path(k):

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_points, check_positive_int, check_t0
+from ._checks import check_sde, check_points, check_positive_int, check_t0
 from .estimate import Estimate, sample_times
 from .sde import LinearSDE
 
@@ -41,8 +41,7 @@ def _diffuse(sde, x, key, m, t0, importance_sampling):
 
 
 def _validate(sde, samples, n_times, t0, name):
-    if not isinstance(sde, LinearSDE):
-        raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
+    check_sde(sde)
     samples = check_points(samples, name)
     if samples.shape[0] < 2:
         raise ValueError(f"{name} needs at least 2 samples for a standard error, got {samples.shape[0]}")

@@ -16,7 +16,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import as_float_array, check_positive_int
+from ._checks import check_sde, as_float_array, check_positive_int
 from .sde import LinearSDE
 
 
@@ -100,8 +100,7 @@ class DiffusedMixture:
     """
 
     def __init__(self, mixture: GaussianMixture, sde: LinearSDE):
-        if not isinstance(sde, LinearSDE):
-            raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
+        check_sde(sde)
         self.mixture, self.sde = mixture, sde
         self.dim = mixture.dim
 

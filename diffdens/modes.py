@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import (as_float_array, check_finite, check_option, check_positive, check_positive_int, check_shape,
-                      check_t0, check_time)
+from ._checks import (as_float_array, check_finite, check_option, check_positive, check_positive_int, check_sde,
+                      check_shape, check_t0, check_time)
 from .estimate import Estimate, make_probes, value_and_divergence
 from .sde import LinearSDE
 
@@ -93,11 +93,6 @@ def _mode_batch(score, sde, x, t, t_end, ts, rtol, atol, max_steps):
     return jax.vmap(one)(x)
 
 
-def _check_sde(sde):
-    if not isinstance(sde, LinearSDE):
-        raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
-
-
 def _check_start_end(sde, t, t_end):
     t = float(check_time(t, "t", lo=0.0, hi=float(sde.T), open_lo=True))
     t_end = float(check_time(t_end, "t_end", lo=0.0, hi=float(sde.T), open_lo=True))
@@ -143,7 +138,7 @@ def mode_tracking_ode(
     x_t of shape (D,) or (n, D). ``save_at``: times in [t_end, t] (default: t_end only). Returns (ts, ys), ts
     decreasing, ys of shape (len(ts), D) or (n, len(ts), D). A failed solve raises RuntimeError.
     """
-    _check_sde(sde)
+    check_sde(sde)
     x, single = _points(x_t, "x_t")
     max_dim = check_positive_int(max_dim, "max_dim")
     if x.shape[-1] > max_dim:
@@ -216,7 +211,7 @@ def hd_ode(
     Returns (y, log_p_change): y (n, D); log_p_change an :class:`Estimate` with per-point value, stderr (0 for
     divergence="exact", the spread over ``n_probes`` fixed Hutchinson probes otherwise) and nfe.
     """
-    _check_sde(sde)
+    check_sde(sde)
     x = as_float_array(x_t, "x_t")
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x_t must have shape (n, D), got shape {x.shape}")
@@ -270,7 +265,7 @@ def hd_sample(
     the PF-ODE (``sampler="ode"``, eq. 6) or the reverse SDE (``"sde"``, Euler-Maruyama with ``n_steps`` over
     [t_threshold, T]), then the HD-ODE (eq. 18) from t_threshold to ``t_end``. Larger thresholds give higher
     density and less diversity (Fig. 6)."""
-    _check_sde(sde)
+    check_sde(sde)
     n, d = check_shape(shape)
     check_option(sampler, SAMPLERS, "sampler")
     check_time(t_threshold, "t_threshold", lo=0.0, hi=float(sde.T), open_lo=True)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_t0, check_option, check_points, check_positive, check_positive_int, check_shape
+from ._checks import check_sde, check_t0, check_option, check_points, check_positive, check_positive_int, check_shape
 from .estimate import Estimate, make_probes, value_and_divergence
 from .sde import LinearSDE
 
@@ -50,8 +50,7 @@ def _solve(score, sde, x, t_start, t_end, probes, rtol, atol, solver, max_steps)
 
 
 def _common_checks(sde, x, t0, rtol, atol, divergence, probe, n_probes, key):
-    if not isinstance(sde, LinearSDE):
-        raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
+    check_sde(sde)
     x = check_points(x, "x")
     t0 = check_t0(t0, sde.T)
     check_positive(rtol, "rtol")
@@ -163,8 +162,7 @@ def ode_sample(
     """Sample by integrating the PF-ODE from x_T ~ prior down to t0; returns (x, log_prob, nfe), with the exact
     divergence carried along so log_prob is the model density of each sample."""
     n, d = check_shape(shape)
-    if not isinstance(sde, LinearSDE):
-        raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
+    check_sde(sde)
     t0 = check_t0(t0, sde.T)
     xT = sde.prior_sample(key, (n, d))
     x0, delta, steps, ok = _flow_batch(score, sde, xT, None, float(sde.T), float(t0), float(rtol), float(atol),

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_t0, check_option, check_points, check_positive_int
+from ._checks import check_sde, check_t0, check_option, check_points, check_positive_int
 from .estimate import Estimate, sample_times
 from .sde import LinearSDE
 
@@ -94,8 +94,7 @@ def path_integral_log_prob(
     g^2/sigma_s^2 (log-SNR uniform). ``prior_log_prob`` replaces the closed-form Gaussian prior term by a Monte Carlo
     average of the given log-density at y_T ~ p(y_T | x) (one draw per throw), e.g. the exact log p_T in tests.
     """
-    if not isinstance(sde, LinearSDE):
-        raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
+    check_sde(sde)
     x = check_points(x, "x")
     check_option(control, CONTROLS, "control")
     score = _resolve_control(score, control)

@@ -21,9 +21,10 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from ._checks import as_float_array, check_option, check_positive, check_positive_int
+from ._checks import check_sde, as_float_array, check_option, check_positive, check_positive_int
 from .checkpoint import _sde_config, cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
+from .identities import _kl_values_impl
 from .nets import PARAMETERIZATIONS, ScoreModel, init_model
 from .sde import LinearSDE
 
@@ -78,8 +79,7 @@ def fit_score(
         raise ValueError(f"data must have shape (N, D), got {data.shape}")
     if not bool(jnp.all(jnp.isfinite(data))):
         raise ValueError("data contains NaN or inf")
-    if not isinstance(sde, LinearSDE):
-        raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
+    check_sde(sde)
     check_option(parameterization, PARAMETERIZATIONS, "parameterization")
     check_option(weighting, WEIGHTINGS, "weighting")
     n_throws = check_positive_int(n_throws, "n_throws")
@@ -162,13 +162,6 @@ def weighted_score_error(score, exact_score, sde: LinearSDE, x0, key, *, t0: flo
     """E_t E_{x_t} [ g(t)^2 |score - exact_score|^2 ] / 2 over t in [t0, T] (importance-sampled), x_t from data x0:
     the likelihood-weighted Fisher divergence of the model, with its standard error (mean, stderr)."""
     x0 = as_float_array(x0, "x0")
-    kt, ke = jax.random.split(key)
     n = x0.shape[0]
-    t, w = sample_times(sde, kt, (n_times, n), t0=t0, importance_sampling=True, dtype=x0.dtype)
-    alpha, sigma = sde.marginal(t)
-    xt = alpha[..., None] * x0 + sigma[..., None] * jax.random.normal(ke, (n_times,) + x0.shape, x0.dtype)
-    f = jax.vmap(jax.vmap(score))
-    g = jax.vmap(jax.vmap(exact_score))
-    vals = 0.5 * w * sde.g2(t) * jnp.sum((f(xt, t) - g(xt, t)) ** 2, -1)
-    vals = vals.mean(0)
+    vals = _kl_values_impl(score, exact_score, sde, x0, key, n_times, True, t0)  # the Thm. 1 integrand, per point
     return float(vals.mean()), float(vals.std() / math.sqrt(n))
