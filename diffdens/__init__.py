@@ -8,7 +8,7 @@ from .checkpoint import load_model, save_model
 from .data import bits_per_dim, load_digits, uniform_dequantize
 from .elbo import elbo, hvae_elbo, variational_gap
 from .identities import entropy, kl_divergence
-from .estimate import Estimate, make_probes, sample_times, value_and_divergence
+from .estimate import Estimate, SamplePath, Samples, make_probes, sample_times, value_and_divergence
 from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
 from .modes import HDSamples, denoising_log_prob, hd_ode, hd_sample, mode_tracking_ode
 from .nets import ScoreMLP, ScoreModel, init_model
@@ -17,8 +17,9 @@ from .parallel import shard_points
 from .path_integral import entropy_from_score, path_integral_log_prob
 from .profile import device_name, pick, profile
 from .reverse import reverse_sde_sample
-from .sde import LinearSDE, SubVPSDE, VESDE, VPSDE, forward_sample
+from .sde import LinearSDE, SubVPSDE, VESDE, VPSDE, check_sde, forward_sample
 from .train import fit_score, weighted_score_error
+from . import testing
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,8 @@ __all__ = [
     "ode_log_prob",
     "ode_sample",
     "Estimate",
+    "SamplePath",
+    "Samples",
     "make_probes",
     "sample_times",
     "value_and_divergence",
@@ -70,4 +73,5 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "forward_sample",
+    "check_sde",
 ]

@@ -1,11 +1,15 @@
-"""Eager input validation shared by every public function.
+"""Eager input validation shared by every public function (the ground floor: imports nothing from the package).
 
-Each check raises ``ValueError`` naming the offending argument. Checks on values (NaN, ranges) run only on
-concrete arrays, so they fire before any jit-compiled work and are skipped silently inside a trace.
+Each check raises ``ValueError`` (``TypeError`` for a wrong type) naming the offending argument. Checks on values
+(NaN, ranges) run only on concrete arrays, so they fire before any jit-compiled work and are skipped silently inside a
+trace.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from collections.abc import Iterable
 
 import jax
@@ -17,31 +21,59 @@ def _concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_sde(sde) -> None:
-    """sde must be one of the package's linear SDEs."""
-    from .sde import LinearSDE  # sde.py imports this module
-
-    if not isinstance(sde, LinearSDE):
-        raise ValueError(f"sde must be a LinearSDE, got {type(sde).__name__}")
-
-
 def check_option(value, options: Iterable[str], name: str) -> str:
+    """``value`` must be one of ``options`` (compared with ==, so ``True`` is not ``"exact"``)."""
     options = tuple(options)
-    if value not in options:
+    if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
     return value
 
 
+def check_bool(value, name: str) -> bool:
+    """A real boolean (``True``/``False``; numpy booleans accepted), not a string such as ``"no"``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _real_number(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, (jax.Array, np.ndarray)):
+        if value.ndim != 0:
+            raise TypeError(f"{name} must be a scalar, got an array of shape {value.shape}")
+        if not _concrete(value):
+            raise TypeError(f"{name} must be a concrete number, not a traced value")
+        value = value.item()
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
 def check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
+    """A positive integer (an integral float such as 8.0 is accepted); NaN, inf, None, 2.5, 0 and -1 are not."""
+    v = _real_number(value, name)
+    if not math.isfinite(v) or v != int(v) or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return int(v)
 
 
 def check_positive(value, name: str) -> float:
-    if not np.isfinite(value) or value <= 0:
+    """A finite positive number."""
+    v = _real_number(value, name)
+    if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return float(value)
+    return v
+
+
+def check_real(value, name: str, *, lo: float = -math.inf, hi: float = math.inf, open_lo=False, open_hi=False) -> float:
+    """A finite real number in [lo, hi] (open ends as asked)."""
+    v = _real_number(value, name)
+    bad = (not math.isfinite(v) or (v <= lo if open_lo else v < lo) or (v >= hi if open_hi else v > hi))
+    if bad:
+        br = ("(" if open_lo else "[") + f"{lo}, {hi}" + (")" if open_hi else "]")
+        raise ValueError(f"{name} must be a finite number in {br}, got {value!r}")
+    return v
 
 
 def check_finite(x, name: str):
@@ -51,10 +83,23 @@ def check_finite(x, name: str):
 
 
 def as_float_array(x, name: str):
-    """``x`` as a floating JAX array (float32 unless x64 is enabled and x is float64)."""
-    x = jnp.asarray(x)
+    """``x`` as a real floating JAX array: integers become the default float; complex input is a TypeError;
+    float16/bfloat16 are computed in float32 (with a warning), since log-densities need more precision."""
+    if x is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        x = jnp.asarray(x)
+    except TypeError as e:
+        raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}") from e
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
+        if not (jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_):
+            raise TypeError(f"{name} must be a numeric array, got dtype {x.dtype}")
         x = x.astype(jnp.result_type(float))
+    elif jnp.finfo(x.dtype).bits < 32:
+        warnings.warn(f"{name} has dtype {x.dtype}; computing in float32", stacklevel=3)
+        x = x.astype(jnp.float32)
     return x
 
 
@@ -66,6 +111,8 @@ def check_points(x, name: str = "x", *, dim: int | None = None, rank: int = 2):
         raise ValueError(f"{name} must have shape {want}, got shape {x.shape}")
     if rank == 2 and x.shape[0] < 1:
         raise ValueError(f"{name} must hold at least one point, got shape {x.shape}")
+    if x.shape[-1] < 1:
+        raise ValueError(f"{name} must have dimension D >= 1, got shape {x.shape}")
     if dim is not None and x.shape[-1] != dim:
         raise ValueError(f"{name} has dimension {x.shape[-1]}, expected D={dim}")
     check_finite(x, name)
@@ -88,6 +135,8 @@ def check_time(t, name: str, *, lo: float, hi: float, open_lo: bool = False):
     """Concrete times must lie in [lo, hi] (or (lo, hi] when ``open_lo``)."""
     if _concrete(t):
         a = np.asarray(t)
+        if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+            raise TypeError(f"{name} must be real, got {t!r}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name} contains NaN or inf")
         bad_lo = np.any(a <= lo) if open_lo else np.any(a < lo)
@@ -99,6 +148,17 @@ def check_time(t, name: str, *, lo: float, hi: float, open_lo: bool = False):
 
 def check_t0(t0, T: float, name: str = "t0") -> float:
     """A start time strictly inside (0, T)."""
-    if isinstance(t0, bool) or not np.isfinite(t0) or not 0 < t0 < T:
-        raise ValueError(f"{name} must lie in (0, T) = (0, {T}), got {t0!r}")
-    return float(t0)
+    return check_real(t0, name, lo=0.0, hi=float(T), open_lo=True, open_hi=True)
+
+
+def check_key(key, name: str = "key"):
+    """A JAX PRNG key: a typed key (``jax.random.key``) or a legacy uint32 key of shape (2,)."""
+    if key is None:
+        raise ValueError(f"{name} is required: pass a PRNG key, e.g. {name}=jax.random.key(0)")
+    if isinstance(key, (jax.Array, np.ndarray)):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 0:
+            return key
+        if key.dtype == np.uint32 and key.shape == (2,):
+            return key
+    raise TypeError(f"{name} must be a single PRNG key from jax.random.key, got {type(key).__name__}"
+                    f"{' of shape ' + str(key.shape) if hasattr(key, 'shape') else ''}")

@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_sde, check_t0, check_option, check_points, check_positive_int
+from ._checks import check_t0, check_option, check_points, check_positive_int
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .path_integral import _prior_term
-from .sde import LinearSDE
+from .sde import LinearSDE, check_sde
 
 FORMS = ("dsm", "ism")
 

@@ -24,7 +24,9 @@ PROBES = ("rademacher", "gaussian")
 
 
 class Estimate(NamedTuple):
-    """Per-point result of an estimator: ``value`` (n,), ``stderr`` (n,) or None, ``nfe`` (n,) or None."""
+    """Per-point result of an estimator: ``value`` (n,); ``stderr`` (n,) its Monte Carlo standard error, or None
+    where the value is exact (up to solver tolerance); ``nfe`` (n,) score evaluations per point, or None.
+    A population estimate (:func:`diffdens.kl_divergence`, :func:`diffdens.entropy`) has 0-d fields."""
 
     value: Float[Array, " n"]
     stderr: Optional[Float[Array, " n"]] = None
@@ -37,6 +39,31 @@ class Estimate(NamedTuple):
         value = jnp.mean(samples, axis=-1)
         stderr = jnp.std(samples, axis=-1, ddof=1) / jnp.sqrt(m) if m > 1 else jnp.full_like(value, jnp.nan)
         return cls(value, stderr, nfe)
+
+
+class SamplePath(NamedTuple):
+    """A saved trajectory: times ``ts`` (m,), states ``x`` (n, m, D), running log-density ``log_prob`` (n, m)."""
+
+    ts: Float[Array, " m"]
+    x: Float[Array, "n m D"]
+    log_prob: Optional[Float[Array, "n m"]] = None
+
+
+class Samples(NamedTuple):
+    """What every sampler returns: ``x`` (n, D); ``log_prob`` (n,) the model log-density of each sample where the
+    sampler carries it (else None); ``nfe`` (n,) score evaluations per sample where known (else None).
+    Extra fields, None unless a sampler has them: ``log_prob_stderr`` (n,) when ``log_prob`` is itself an estimate,
+    ``start`` (n, D) the intermediate states a two-stage sampler started from (:func:`hd_sample`'s x_t),
+    ``log_prob_change`` (an :class:`Estimate`, the change of log-density along the last stage), ``path`` a
+    :class:`SamplePath`."""
+
+    x: Float[Array, "n D"]
+    log_prob: Optional[Float[Array, " n"]] = None
+    nfe: Optional[Array] = None
+    log_prob_stderr: Optional[Float[Array, " n"]] = None
+    start: Optional[Float[Array, "n D"]] = None
+    log_prob_change: Optional["Estimate"] = None
+    path: Optional[SamplePath] = None
 
 
 def make_probes(key: PRNGKeyArray, n_probes: int, dim: int, probe: str = "rademacher", dtype=None):

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_sde, check_points, check_positive_int, check_t0
+from ._checks import check_points, check_positive_int, check_t0
 from .estimate import Estimate, sample_times
-from .sde import LinearSDE
+from .sde import LinearSDE, check_sde
 
 
 def _scalar(vals: Float[Array, " n"]) -> Estimate:

@@ -16,8 +16,8 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_sde, as_float_array, check_positive_int
-from .sde import LinearSDE
+from ._checks import as_float_array, check_positive_int
+from .sde import LinearSDE, check_sde
 
 
 def _components_logpdf(x, weights, means, U, var):
@@ -30,8 +30,26 @@ def _components_logpdf(x, weights, means, U, var):
     return jnp.log(weights) - 0.5 * (quad + logdet + d * jnp.log(2 * jnp.pi)), z
 
 
+@jax.tree_util.register_pytree_node_class
 class GaussianMixture:
-    """sum_k w_k N(m_k, C_k) with full covariances: weights (K,), means (K, D), covs (K, D, D)."""
+    """sum_k w_k N(m_k, C_k) with full covariances: weights (K,), means (K, D), covs (K, D, D).
+
+    A pytree (its arrays are the children), so a mixture's ``score`` passed to an estimator is traced, not compiled
+    in: two mixtures of the same K and D share one compilation.
+    """
+
+    _FIELDS = ("weights", "means", "covs", "eigvals", "eigvecs")
+
+    def tree_flatten(self):
+        return tuple(getattr(self, k) for k in self._FIELDS), (self.dim, self.n_components)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        for k, v in zip(cls._FIELDS, children):
+            setattr(obj, k, v)
+        obj.dim, obj.n_components = aux
+        return obj
 
     def __init__(self, weights, means, covs):
         w = np.asarray(weights, dtype=np.float64)
@@ -92,6 +110,7 @@ class GaussianMixture:
         return DiffusedMixture(self, sde)
 
 
+@jax.tree_util.register_pytree_node_class
 class DiffusedMixture:
     """p_t = sum_k w_k N(alpha_t m_k, alpha_t^2 C_k + sigma_t^2 I): exact log p_t, score and samples.
 
@@ -106,6 +125,15 @@ class DiffusedMixture:
 
     def __repr__(self) -> str:
         return f"DiffusedMixture({self.mixture!r}, {self.sde!r})"
+
+    def tree_flatten(self):
+        return (self.mixture,), (self.sde,)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        obj.mixture, obj.sde, obj.dim = children[0], aux[0], getattr(children[0], "dim", None)
+        return obj
 
     def _at(self, x, t):
         x = self.mixture._check_x(x)

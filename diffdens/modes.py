@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import (as_float_array, check_finite, check_option, check_positive, check_positive_int, check_sde,
+from ._checks import (as_float_array, check_finite, check_option, check_positive, check_positive_int,
                       check_shape, check_t0, check_time)
 from .estimate import Estimate, make_probes, value_and_divergence
-from .sde import LinearSDE
+from .sde import LinearSDE, check_sde
 
 DIVERGENCES = ("exact", "hutchinson")
 SAMPLERS = ("ode", "sde")

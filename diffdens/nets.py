@@ -54,8 +54,25 @@ class ScoreMLP(nnx.Module):
         return self.out(h)
 
 
+@jax.tree_util.register_pytree_node_class
 class ScoreModel:
-    """A trained (or untrained) network with its SDE and parameterization; ``model.score`` is a score callable."""
+    """A trained (or untrained) network with its SDE and parameterization; ``model.score`` is a score callable.
+
+    A ScoreModel is a pytree (its children are the network's nnx state; the graph definition, SDE,
+    parameterization and config are static), so estimators trace its weights: two models of one architecture share
+    one compilation.
+    """
+
+    def tree_flatten(self):
+        graphdef, state = nnx.split(self.net)
+        return (state,), (graphdef, self.sde, self.parameterization, tuple(sorted(self.config.items())))
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        graphdef, sde, par, config = aux
+        obj = object.__new__(cls)
+        obj.net, obj.sde, obj.parameterization, obj.config = nnx.merge(graphdef, children[0]), sde, par, dict(config)
+        return obj
 
     def __init__(self, net: ScoreMLP, sde: LinearSDE, parameterization: str = "score", config: dict | None = None):
         self.net, self.sde = net, sde

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_sde, check_t0, check_option, check_points, check_positive, check_positive_int, check_shape
+from ._checks import check_t0, check_option, check_points, check_positive, check_positive_int, check_shape
 from .estimate import Estimate, make_probes, value_and_divergence
-from .sde import LinearSDE
+from .sde import LinearSDE, check_sde
 
 DIVERGENCES = ("exact", "hutchinson")
 

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_sde, check_t0, check_option, check_points, check_positive_int
+from ._checks import check_t0, check_option, check_points, check_positive_int
 from .estimate import Estimate, sample_times
-from .sde import LinearSDE
+from .sde import LinearSDE, check_sde
 
 CONTROLS = ("score", "entropy")
 

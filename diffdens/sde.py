@@ -22,6 +22,13 @@ from ._checks import check_points, check_positive_int, check_time
 Scalar = Float[Array, ""]
 
 
+def check_sde(sde) -> "LinearSDE":
+    """sde must be one of the package's linear SDEs (a :class:`LinearSDE`)."""
+    if not isinstance(sde, LinearSDE):
+        raise TypeError(f"sde must be a LinearSDE (e.g. dd.VPSDE()), got {type(sde).__name__}")
+    return sde
+
+
 class LinearSDE:
     """Base class. Subclasses define ``f``, ``g2``, ``marginal``, ``log_snr``, ``log_snr_inverse`` and the prior."""
 

@@ -21,12 +21,12 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from ._checks import check_sde, as_float_array, check_option, check_positive, check_positive_int
+from ._checks import as_float_array, check_option, check_positive, check_positive_int
 from .checkpoint import _sde_config, cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
 from .identities import _kl_values_impl
 from .nets import PARAMETERIZATIONS, ScoreModel, init_model
-from .sde import LinearSDE
+from .sde import LinearSDE, check_sde
 
 WEIGHTINGS = ("song", "likelihood", "likelihood_is")
 
