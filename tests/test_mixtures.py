@@ -103,5 +103,5 @@ def test_bad_input():
         p.score(jnp.zeros(2), 1.5)
     with pytest.raises(ValueError, match="t must lie"):
         p.log_prob(jnp.zeros(2), -0.1)
-    with pytest.raises(ValueError, match="sde"):
+    with pytest.raises(TypeError, match="sde"):
         mix.diffuse("VP")

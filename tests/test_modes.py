@@ -164,7 +164,7 @@ def test_bad_input():
         dd.mode_tracking_ode(p.score, sde, jnp.zeros((1, 2, 2)), 0.5)
     with pytest.raises(ValueError, match="save_at"):
         dd.mode_tracking_ode(p.score, sde, x, 0.5, save_at=[0.7])
-    with pytest.raises(ValueError, match="sde"):
+    with pytest.raises(TypeError, match="sde"):
         dd.mode_tracking_ode(p.score, "vp", x, 0.5)
     with pytest.raises(ValueError, match="x_t must have shape"):
         dd.hd_ode(p.score, sde, x, 0.5)
