@@ -19,7 +19,7 @@ from .profile import device_name, pick, profile
 from .reverse import reverse_sde_sample
 from .sde import LinearSDE, SubVPSDE, VESDE, VPSDE, check_sde, forward_sample
 from .train import fit_score, weighted_score_error
-from . import testing
+from . import book, testing
 
 __version__ = "0.1.0"
 
