@@ -1,9 +1,26 @@
 """Statistical assertions for estimators with error bars (as ``numpy.testing`` serves numpy).
 
-Every check here has a false-alarm probability of at most ``alpha`` (default 1e-3) per call, whatever the number of
-points: per-point checks use a Bonferroni-corrected critical value (alpha / n per point), and a stderr estimated from
-m draws is treated as Student-t with m - 1 degrees of freedom. ``atol`` / ``rtol`` absorb systematic, non-Monte-Carlo
-error (solver tolerance, the t0 cut), which the caller states explicitly.
+Each assertion is a hypothesis test with false-alarm probability at most ``alpha`` (default 1e-3) per call, whatever
+the number of points, when the estimates are unbiased and their standard errors honest:
+
+* :func:`assert_agrees`: every point within its error bar. A max over n points is compared with a Bonferroni
+  critical value (alpha / n per point, valid without independence), so the false-alarm rate does not grow with n.
+  A stderr estimated from m draws (probes, throws, replicates) makes the standardized error a Student-t with
+  m - 1 degrees of freedom: pass ``dof=m - 1``. Its power falls as n grows (the per-point threshold rises like
+  sqrt(2 log n), or like n^(1/dof) for a t), so pair it with the pooled test below.
+* :func:`assert_unbiased`: the mean error over points is zero within its standard error (pooled: its power grows
+  like sqrt(n)). The test statistic is sum(d_i) / sqrt(sum(s_i^2)) -- not the mean of the per-point z's, which is
+  biased when a skewed estimate's error and stderr are correlated -- with Satterthwaite's degrees of freedom
+  when the stderrs come from few draws.
+* :func:`assert_bound`: a lower (or upper) bound holds on average over the points (one-sided test).
+* :func:`assert_rate`: log(error) against log(n) has the expected slope, within the fitted slope's own standard
+  error (e.g. the n^-1/2 Monte Carlo rate).
+
+``atol`` / ``rtol`` absorb systematic, non-Monte-Carlo error (solver tolerance, float32 rounding, the t0 cut), which
+the caller states explicitly. The predicates :func:`agrees`, :func:`unbiased`, :func:`bound_holds` and
+:func:`rate_agrees` return the same decisions as booleans without raising, vectorized over leading axes (points
+along the last axis), so the false-alarm rate of each test can itself be checked by simulation
+(``tests/test_testing.py``). Non-finite values, stderrs or truths never pass.
 
 Also here: :func:`count_compilations`, to assert "one compilation per architecture" without timing anything.
 """
@@ -12,108 +29,285 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 __all__ = ["assert_agrees", "assert_unbiased", "assert_bound", "assert_rate", "critical_value",
-           "count_compilations"]
+           "count_compilations", "agrees", "unbiased", "bound_holds", "rate_agrees", "fit_rate", "RateFit"]
 
 
-def critical_value(alpha: float, n: int = 1, dof: Optional[float] = None) -> float:
-    """Two-sided critical value so that max_i |z_i| of n independent z's exceeds it with probability <= alpha:
-    the normal (or Student-t with ``dof`` degrees of freedom) quantile at 1 - alpha / (2 n)."""
-    q = 1.0 - alpha / (2.0 * max(int(n), 1))
-    return float(stats.norm.ppf(q) if dof is None or not math.isfinite(dof) else stats.t.ppf(q, dof))
+def _quantile(q, dof=None):
+    """The standard-normal quantile, or the Student-t one with ``dof`` degrees of freedom (array-valued allowed;
+    None or inf means normal)."""
+    if dof is None:
+        return stats.norm.ppf(q)
+    dof = np.asarray(dof, dtype=np.float64)
+    if np.any(~(dof > 0)):
+        raise ValueError(f"dof must be positive, got {dof}")
+    return np.where(np.isfinite(dof), stats.t.ppf(q, np.where(np.isfinite(dof), dof, 1.0)), stats.norm.ppf(q))
 
 
-def _arrays(value, stderr, truth):
-    v = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    t = np.broadcast_to(np.asarray(truth, dtype=np.float64), v.shape)
-    s = np.broadcast_to(np.asarray(0.0 if stderr is None else stderr, dtype=np.float64), v.shape)
-    if not np.all(np.isfinite(v)):
-        raise AssertionError(f"estimate holds non-finite values at {np.flatnonzero(~np.isfinite(v))[:10].tolist()}")
+def critical_value(alpha: float, n: int = 1, dof: Optional[float] = None, *, sides: int = 2) -> float:
+    """Critical value c such that the largest of n standardized errors exceeds c with probability <= alpha:
+    the normal (or Student-t with ``dof`` degrees of freedom) quantile at 1 - alpha / (sides * n). With ``sides=2``
+    the bound is on max |z_i|; with ``sides=1`` on max z_i. Bonferroni: no independence between points needed."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if sides not in (1, 2):
+        raise ValueError(f"sides must be 1 or 2, got {sides}")
+    q = 1.0 - alpha / (sides * max(int(n), 1))
+    c = _quantile(q, dof)
+    return float(c) if np.ndim(c) == 0 else c
+
+
+def _as(x, shape=None, name="value"):
+    a = np.asarray(x, dtype=np.float64)
+    return a if shape is None else np.broadcast_to(a, shape)
+
+
+def _finite(v, s, t):
+    """Per-replicate mask (leading axes): everything finite, stderr non-negative."""
+    ok = np.isfinite(v) & np.isfinite(t) & np.isfinite(s) & (s >= 0)
+    return ok.all(axis=-1)
+
+
+_quiet = np.errstate(invalid="ignore", over="ignore", divide="ignore")  # non-finite input is reported, not warned
+
+
+def _prepare(value, stderr, truth):
+    v = np.atleast_1d(_as(value))
+    t = _as(truth, v.shape)
+    s = _as(0.0 if stderr is None else stderr, v.shape)
     return v, s, t
 
 
-def assert_agrees(value, stderr, truth, *, dof: Optional[float] = None, alpha: float = 1e-3, atol: float = 0.0,
+# ----------------------------------------------------------------------------------------------------- per point
+
+
+def _agrees_tol(v, s, t, dof, alpha, atol, rtol):
+    c = critical_value(alpha, v.shape[-1], dof)
+    return c, c * s + atol + rtol * np.abs(t)
+
+
+@_quiet
+def agrees(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol: float = 0.0, rtol: float = 0.0):
+    """Boolean form of :func:`assert_agrees`, over the last axis (points); leading axes are independent replicates.
+    True where every point satisfies |value - truth| <= c stderr + atol + rtol |truth|."""
+    v, s, t = _prepare(value, stderr, truth)
+    _, tol = _agrees_tol(v, s, t, dof, alpha, atol, rtol)
+    return _finite(v, s, t) & np.all(np.abs(v - t) <= tol, axis=-1)
+
+
+def assert_agrees(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol: float = 0.0,
                   rtol: float = 0.0, what: str = "estimate") -> None:
-    """Every point agrees with the truth within its error bar: |value - truth| <= c * stderr + atol + rtol |truth|,
-    c the Bonferroni-corrected critical value for n points (false alarm <= alpha for unbiased, honest estimates)."""
-    v, s, t = _arrays(value, stderr, truth)
-    c = critical_value(alpha, v.size, dof)
-    tol = c * s + atol + rtol * np.abs(t)
+    """Every point agrees with the truth within its error bar: |value - truth| <= c stderr + atol + rtol |truth|,
+    c the Bonferroni critical value for n points (:func:`critical_value`; ``dof=m - 1`` when each stderr comes from
+    m draws, a scalar or one per point). False alarm <= alpha for unbiased estimates with honest stderrs, at any n.
+    ``stderr=None`` (an exact value) compares within atol + rtol |truth| only."""
+    v, s, t = _prepare(value, stderr, truth)
+    _check_finite(v, s, t, what)
+    c, tol = _agrees_tol(v, s, t, dof, alpha, atol, rtol)
     err = np.abs(v - t)
     bad = np.flatnonzero(err > tol)
     if bad.size:
-        i = bad[np.argmax((err - tol)[bad])]
-        raise AssertionError(f"{what}: {bad.size} of {v.size} points disagree with the truth beyond {c:.2f} stderr"
-                             f" + atol {atol:g} + rtol {rtol:g}; worst point {i}: value {v[i]:.6g}, truth {t[i]:.6g},"
-                             f" stderr {s[i]:.3g}")
+        excess = (err - tol)[bad] / np.where(s.ravel()[bad] > 0, s.ravel()[bad], 1.0)
+        i = bad[np.argmax(excess)]
+        ci = float(np.broadcast_to(c, v.shape).ravel()[i])
+        raise AssertionError(f"{what}: {bad.size} of {v.size} points disagree with the truth beyond {ci:.2f} stderr"
+                             f" + atol {atol:g} + rtol {rtol:g} (false-alarm level {alpha:g}); worst point {i}: value"
+                             f" {v.ravel()[i]:.6g}, truth {t.ravel()[i]:.6g}, stderr {s.ravel()[i]:.3g}")
 
 
-def assert_unbiased(value, stderr, truth, *, dof: Optional[float] = None, alpha: float = 1e-3, atol: float = 0.0,
-                    what: str = "estimate") -> None:
-    """The mean of the standardized errors z_i = (value_i - truth_i) / stderr_i is consistent with zero
-    (a pooled test: its power grows with n while its false-alarm rate stays alpha). ``atol`` is an allowed bias."""
-    v, s, t = _arrays(value, stderr, truth)
-    if np.any(s <= 0):
-        raise ValueError("assert_unbiased needs positive stderr for every point")
+def _check_finite(v, s, t, what):
+    for name, a in (("value", v), ("stderr", s), ("truth", t)):
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            raise AssertionError(f"{what}: {name} holds non-finite entries at {bad[:10].tolist()}")
+    if np.any(s < 0):
+        raise AssertionError(f"{what}: negative stderr at {np.flatnonzero(s < 0)[:10].tolist()}")
+
+
+# ------------------------------------------------------------------------------------------------------- pooled
+
+
+def _pooled(v, s, t, stderr_given, dof):
+    """Mean error over points, its standard error and degrees of freedom (None = normal), over the last axis."""
+    n = v.shape[-1]
     d = v - t
-    d = np.sign(d) * np.maximum(np.abs(d) - atol, 0.0)
-    z = d / s
-    var_z = 1.0 if dof is None or not math.isfinite(dof) else dof / (dof - 2.0) if dof > 2 else np.inf
-    se = math.sqrt(var_z / z.size)
-    c = critical_value(alpha, 1, None)
-    if abs(z.mean()) > c * se:
-        raise AssertionError(f"{what}: mean standardized error {z.mean():+.3f} over {z.size} points exceeds "
-                             f"{c:.2f} x {se:.3f} (a bias of about {np.mean(v - t):+.4g})")
+    mean = d.mean(axis=-1)
+    if stderr_given:
+        var = (s ** 2).sum(axis=-1)
+        se = np.sqrt(var) / n
+        if dof is None:
+            k = None
+        else:  # Welch-Satterthwaite degrees of freedom of sum(s_i^2)
+            dof_b = np.broadcast_to(np.asarray(dof, dtype=np.float64), s.shape)
+            k = var ** 2 / np.maximum((s ** 4 / dof_b).sum(axis=-1), 1e-300)
+            k = np.where(var > 0, k, np.inf)
+    else:
+        if n < 2:
+            raise ValueError("without a stderr, a pooled test needs at least 2 points (the spread estimates it)")
+        se = d.std(axis=-1, ddof=1) / math.sqrt(n)
+        k = n - 1
+    return mean, se, k
 
 
-def assert_bound(lower, truth, stderr=None, *, alpha: float = 1e-3, atol: float = 0.0,
+@_quiet
+def unbiased(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol: float = 0.0):
+    """Boolean form of :func:`assert_unbiased` over the last axis (points)."""
+    v, s, t = _prepare(value, stderr, truth)
+    mean, se, k = _pooled(v, s, t, stderr is not None, dof)
+    c = _quantile(1 - alpha / 2, k)
+    return _finite(v, s, t) & (np.abs(mean) <= c * se + atol)
+
+
+@_quiet
+def assert_unbiased(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol: float = 0.0,
+                    what: str = "estimate") -> None:
+    """The mean error over points is consistent with zero: |mean(value - truth)| <= c sqrt(sum stderr^2) / n + atol
+    (two-sided, false alarm <= alpha; its power grows with n). ``dof`` (scalar or per point) when the stderrs come
+    from few draws: the pooled degrees of freedom follow Welch-Satterthwaite. Without ``stderr`` the standard error
+    comes from the spread of the errors over the points (t with n - 1 dof). ``atol`` is an allowed bias."""
+    v, s, t = _prepare(value, stderr, truth)
+    _check_finite(v, s, t, what)
+    if stderr is not None and not np.any(s > 0):
+        raise ValueError("assert_unbiased: every stderr is zero; compare exact values with assert_agrees(atol=...)")
+    mean, se, k = _pooled(v, s, t, stderr is not None, dof)
+    c = float(_quantile(1 - alpha / 2, k))
+    if abs(float(mean)) > c * float(se) + atol:
+        raise AssertionError(f"{what}: mean error {float(mean):+.4g} over {v.size} points exceeds {c:.2f} x its"
+                             f" standard error {float(se):.3g} + atol {atol:g} (z = {float(mean) / float(se):+.2f},"
+                             f" false-alarm level {alpha:g})")
+
+
+def _bound_stats(lower, truth, stderr, upper):
+    lo = np.atleast_1d(_as(lower))
+    t = _as(truth, lo.shape)
+    s = _as(0.0 if stderr is None else stderr, lo.shape)
+    gap = (lo - t) if upper else (t - lo)  # >= 0 on average when the bound holds
+    n = gap.shape[-1]
+    return lo, t, s, gap, n
+
+
+def _bound_margin(gap, s, n, stderr_given, alpha):
+    """One-sided margin: the bound is violated when mean(gap) < -margin. The larger of a spread-based (t, n-1 dof)
+    and a stderr-based (normal) margin, each a valid one-sided test, so the false-alarm rate is at most alpha."""
+    margin = np.zeros(gap.shape[:-1])
+    if n >= 2:
+        margin = _quantile(1 - alpha, n - 1) * gap.std(axis=-1, ddof=1) / math.sqrt(n)
+    if stderr_given:
+        margin = np.maximum(margin, stats.norm.ppf(1 - alpha) * np.sqrt((s ** 2).sum(axis=-1)) / n)
+    return margin
+
+
+@_quiet
+def bound_holds(lower, truth, stderr=None, *, upper: bool = False, alpha: float = 1e-3, atol: float = 0.0):
+    """Boolean form of :func:`assert_bound` over the last axis (points)."""
+    lo, t, s, gap, n = _bound_stats(lower, truth, stderr, upper)
+    margin = _bound_margin(gap, s, n, stderr is not None, alpha)
+    return _finite(lo, s, t) & (gap.mean(axis=-1) >= -(margin + atol))
+
+
+@_quiet
+def assert_bound(lower, truth, stderr=None, *, upper: bool = False, alpha: float = 1e-3, atol: float = 0.0,
                  what: str = "bound") -> None:
-    """A lower bound holds on average: mean(truth - lower) >= -(c * its standard error + atol), the standard error
-    from the spread over points (and from ``stderr`` when given, whichever is larger)."""
-    lo = np.atleast_1d(np.asarray(lower, dtype=np.float64))
-    gap = np.broadcast_to(np.asarray(truth, dtype=np.float64), lo.shape) - lo
-    n = gap.size
-    se_spread = gap.std(ddof=1) / math.sqrt(n) if n > 1 else 0.0
-    se_mc = 0.0 if stderr is None else math.sqrt(np.sum(np.asarray(stderr, dtype=np.float64) ** 2)) / n
-    se = max(se_spread, se_mc)
-    c = critical_value(alpha, 1, None)
-    if gap.mean() < -(c * se + atol):
-        raise AssertionError(f"{what}: the bound exceeds the truth on average by {-gap.mean():.4g} "
-                             f"(> {c:.2f} x {se:.3g} + {atol:g})")
+    """A lower bound holds on average over the points: mean(truth - lower) >= -(c x its standard error + atol),
+    one-sided with false alarm <= alpha when the bound is tight (mean gap 0) and less when it is strict. The standard
+    error comes from the spread of the gaps over the points (t, n - 1 dof) and, when ``stderr`` is given, from the
+    Monte Carlo stderrs; the larger margin is used. ``upper=True``: ``lower`` is an upper bound (value >= truth)."""
+    lo, t, s, gap, n = _bound_stats(lower, truth, stderr, upper)
+    _check_finite(lo, s, t, what)
+    margin = float(_bound_margin(gap, s, n, stderr is not None, alpha))
+    m = float(gap.mean())
+    if m < -(margin + atol):
+        side = "below" if upper else "above"
+        raise AssertionError(f"{what}: the bound lies {side} the truth on average by {-m:.4g} over {n} points "
+                             f"(allowed {margin:.3g} of noise + atol {atol:g}, false-alarm level {alpha:g})")
 
 
-def assert_rate(ns, errors, rate: float = -0.5, *, errors_stderr=None, alpha: float = 1e-3,
+# --------------------------------------------------------------------------------------------------------- rates
+
+
+class RateFit(NamedTuple):
+    """A fitted log-log slope with its standard error and degrees of freedom (None: a normal reference)."""
+
+    slope: float
+    stderr: float
+    dof: Optional[float]
+
+
+@_quiet
+def fit_rate(ns, errors, *, errors_stderr=None, replicates=None) -> RateFit:
+    """Weighted least-squares fit of log(errors) = a + slope log(ns), over the last axis (leading axes are
+    replicates). The variance of each log-error is known when ``errors_stderr`` is given (delta method:
+    (stderr / error)^2) or when each error is an RMS over ``replicates`` independent zero-mean Gaussian errors
+    (k e^2 / sigma^2 ~ chi2_k, so var log e = trigamma(k / 2) / 4 exactly); the slope's standard error is then known
+    (normal reference). Otherwise the residual variance is estimated (t with len(ns) - 2 dof)."""
+    ln = np.log(_as(ns))
+    e = _as(errors)
+    if ln.ndim != 1 or e.shape[-1] != ln.size:
+        raise ValueError(f"ns must be 1-d and match the last axis of errors, got {ln.shape} and {e.shape}")
+    if ln.size < 3:
+        raise ValueError("a rate needs errors at 3 or more sample sizes")
+    if errors_stderr is not None and replicates is not None:
+        raise ValueError("give errors_stderr or replicates, not both")
+    le = np.log(np.where(e > 0, e, np.nan))
+    if errors_stderr is not None:
+        var = (_as(errors_stderr, e.shape) / e) ** 2
+    elif replicates is not None:
+        k = np.broadcast_to(np.asarray(replicates, dtype=np.float64), ln.shape)
+        var = np.broadcast_to(special.polygamma(1, k / 2) / 4, e.shape)
+    else:
+        var = np.ones_like(le)
+    w = 1.0 / var
+    sw = w.sum(-1)
+    xbar = (w * ln).sum(-1) / sw
+    ybar = (w * le).sum(-1) / sw
+    sxx = (w * (ln - xbar[..., None]) ** 2).sum(-1)
+    slope = (w * (ln - xbar[..., None]) * (le - ybar[..., None])).sum(-1) / sxx
+    if errors_stderr is None and replicates is None:
+        resid = le - ybar[..., None] - slope[..., None] * (ln - xbar[..., None])
+        dof = ln.size - 2
+        se = np.sqrt((resid ** 2).sum(-1) / dof / sxx)
+    else:
+        dof = None
+        se = np.sqrt(1.0 / sxx)
+    if np.ndim(slope) == 0:
+        return RateFit(float(slope), float(se), dof)
+    return RateFit(slope, se, dof)
+
+
+@_quiet
+def rate_agrees(ns, errors, rate: float = -0.5, *, errors_stderr=None, replicates=None, alpha: float = 1e-3,
+                slack: float = 0.0):
+    """Boolean form of :func:`assert_rate` over the last axis (one fit per leading index)."""
+    f = fit_rate(ns, errors, errors_stderr=errors_stderr, replicates=replicates)
+    c = _quantile(1 - alpha / 2, f.dof)
+    ok = np.abs(np.asarray(f.slope) - rate) <= c * np.asarray(f.stderr) + slack
+    return ok & np.isfinite(f.slope) & np.isfinite(f.stderr)
+
+
+def assert_rate(ns, errors, rate: float = -0.5, *, errors_stderr=None, replicates=None, alpha: float = 1e-3,
                 slack: float = 0.0, what: str = "error") -> float:
-    """log(error) against log(n) has slope ``rate`` within the fit's own uncertainty (a weighted least-squares slope
-    with its standard error; ``errors_stderr`` are the standard errors of the error measurements, used for weights
-    by the delta method). ``slack`` widens the band for known non-asymptotic effects. Returns the fitted slope."""
-    ln = np.log(np.asarray(ns, dtype=np.float64))
+    """log(error) against log(n) has slope ``rate`` within the fit's own uncertainty (:func:`fit_rate`): two-sided,
+    false alarm <= alpha when the errors follow the rate. Pass ``replicates=k`` when each error is the RMS over k
+    independent runs (the best-founded choice), or ``errors_stderr``; with neither, the scatter about the line sets
+    the uncertainty (t with len(ns) - 2 dof: needs several ns to have power). ``slack`` widens the band for known
+    non-asymptotic effects. Returns the fitted slope."""
     e = np.asarray(errors, dtype=np.float64)
-    if np.any(e <= 0):
-        raise ValueError("errors must be positive")
-    le = np.log(e)
-    w = np.ones_like(le) if errors_stderr is None else (e / np.asarray(errors_stderr, dtype=np.float64)) ** 2
-    X = np.stack([np.ones_like(ln), ln], 1)
-    W = np.diag(w)
-    cov = np.linalg.inv(X.T @ W @ X)
-    beta = cov @ X.T @ W @ le
-    resid = le - X @ beta
-    dof = max(len(le) - 2, 1)
-    if errors_stderr is None:
-        cov = cov * float(resid @ W @ resid) / dof
-    se = math.sqrt(cov[1, 1])
-    c = critical_value(alpha, 1, dof if errors_stderr is None else None)
-    slope = float(beta[1])
-    if abs(slope - rate) > c * se + slack:
-        raise AssertionError(f"{what}: fitted slope {slope:.3f} +- {se:.3f} is not {rate} (allowed "
-                             f"{c:.2f} x {se:.3f} + {slack})")
-    return slope
+    if np.any(~np.isfinite(e)) or np.any(e <= 0):
+        raise AssertionError(f"{what}: errors must be finite and positive, got {e}")
+    f = fit_rate(ns, e, errors_stderr=errors_stderr, replicates=replicates)
+    c = float(_quantile(1 - alpha / 2, f.dof))
+    if not abs(f.slope - rate) <= c * f.stderr + slack:
+        raise AssertionError(f"{what}: fitted slope {f.slope:.3f} +- {f.stderr:.3f} is not {rate} (allowed "
+                             f"{c:.2f} x {f.stderr:.3f} + slack {slack}, false-alarm level {alpha:g})")
+    return f.slope
 
+
+# ------------------------------------------------------------------------------------------------- compilations
 
 _COMPILES = [0]
 _LISTENING = [False]
@@ -144,7 +338,9 @@ class _Count:
 
 @contextlib.contextmanager
 def count_compilations():
-    """``with count_compilations() as c: ...``; then ``c.n`` is the number of XLA compilations inside the block."""
+    """``with count_compilations() as c: ...``; then ``c.n`` is the number of XLA backend compilations inside the
+    block (every jit, including those of eager jnp operations on new shapes; a hit in JAX's persistent
+    compilation cache is not counted)."""
     _listen()
     c = _Count()
     try:

@@ -1,0 +1,271 @@
+"""diffdens.testing, tested on simulated estimates: each check passes unbiased estimates with a false-alarm rate of
+at most alpha (judged by a binomial bound over many simulated replicates, at n = 10 and n = 10000 points) and fails
+biased ones with high probability. The simulations are vectorized over replicates (the boolean predicates take
+replicates along leading axes), so the whole file runs in seconds."""
+
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from diffdens import testing as T
+
+R = 2000  # simulated replicates per case
+CHUNK = 250  # replicates per vectorized batch (bounds memory at n = 10000)
+
+
+def max_alarms(alpha, r=R, level=1e-5):
+    """The largest alarm count consistent with a false-alarm rate <= alpha: Binomial(r, alpha) exceeds it with
+    probability < level. (At alpha = 1e-3 and r = 2000 this allows about 5 alpha; at 0.05, about 1.4 alpha.)"""
+    return int(stats.binom.isf(level, r, alpha))
+
+
+def simulate(rng, r, n, *, m=None, bias=0.0, shift=0.0, skewed=False):
+    """r replicates of n per-point estimates: value, stderr, truth, dof. Each point has its own noise scale.
+    m=None: the stderr is the exact standard deviation of the value. m draws: value = mean of m draws, stderr = their
+    standard error (Gaussian draws: sufficient statistics simulated directly; skewed: exponential draws).
+    ``bias`` is in units of each point's true standard error; ``shift`` is added to every value."""
+    sigma = np.exp(rng.uniform(-1, 1, n))  # true standard error of each point's value
+    truth = 3.0 * rng.standard_normal(n)
+    if shift:
+        v, s, t, dof = simulate(rng, r, n, m=m, bias=bias, skewed=skewed)
+        return v + shift, s, t, dof
+    if m is None:
+        v = truth + sigma * (bias + rng.standard_normal((r, n)))
+        return v, np.broadcast_to(sigma, (r, n)), truth, None
+    if skewed:
+        draws = rng.standard_exponential((r, n, m)) - 1.0  # mean 0, sd 1, skewness 2
+        z, sz = draws.mean(-1) * np.sqrt(m), draws.std(-1, ddof=1)
+    else:
+        z = rng.standard_normal((r, n))
+        sz = np.sqrt(rng.chisquare(m - 1, (r, n)) / (m - 1))
+    return truth + sigma * (bias + z), sigma * sz, truth, m - 1
+
+
+def alarms(pred, rng, n, r=R, **sim):
+    """How many of r simulated replicates the predicate rejects."""
+    bad = 0
+    for i in range(0, r, CHUNK):
+        v, s, t, dof = simulate(rng, min(CHUNK, r - i), n, **sim)
+        bad += int((~pred(v, s, t, dof)).sum())
+    return bad
+
+
+@pytest.fixture
+def rng(request):
+    return np.random.default_rng(zlib.crc32(request.node.name.encode()))  # fixed per test, independent of hash seeds
+
+
+# ------------------------------------------------------------------------------------------------ assert_agrees
+
+@pytest.mark.parametrize("n", [10, 10_000])
+@pytest.mark.parametrize("m", [None, 4], ids=["known-stderr", "stderr-from-4-draws"])
+@pytest.mark.parametrize("alpha", [1e-3, 0.05])
+def test_agrees_false_alarm_rate(n, m, alpha, rng):
+    pred = lambda v, s, t, dof: T.agrees(v, s, t, dof=dof, alpha=alpha)
+    assert alarms(pred, rng, n, m=m) <= max_alarms(alpha)
+
+
+def test_agrees_needs_the_t_for_a_stderr_from_few_draws(rng):
+    """The defect of issue 13: a stderr from 4 draws judged with normal quantiles raises false alarms on nearly every
+    replicate at n = 10000 points; with dof = 3 they stay below alpha."""
+    pred = lambda v, s, t, dof: T.agrees(v, s, t, alpha=1e-3)  # dof ignored
+    assert alarms(pred, rng, 10_000, r=200, m=4) > 150
+
+
+@pytest.mark.parametrize("n", [10, 10_000])
+def test_agrees_fails_biased_points(n, rng):
+    # one point off by 10 of its stderrs (well past the Bonferroni value, 5.3 at n = 10^4), others unbiased
+    def pred(v, s, t, dof):
+        v = v.copy()
+        v[:, 0] = t[0] + 10 * s[:, 0]
+        return T.agrees(v, s, t, dof=dof)
+    assert alarms(pred, rng, n, r=500) == 500
+    # a bias of 6 stderr at every point
+    pred = lambda v, s, t, dof: T.agrees(v, s, t, dof=dof)
+    assert alarms(pred, rng, n, r=500, bias=6.0) >= 0.99 * 500
+
+
+def test_agrees_tolerances_and_exact_values():
+    T.assert_agrees([1.0, 2.0], None, [1.0, 2.0 + 1e-7], atol=1e-6)
+    T.assert_agrees([1.0, 2.0], [0.1, 0.1], [1.1, 2.25], rtol=0.1)
+    with pytest.raises(AssertionError, match="1 of 2 points"):
+        T.assert_agrees([1.0, 2.0], None, [1.0, 2.1], atol=1e-6)
+
+
+def test_nonfinite_never_passes():
+    for v, s, t in [([np.nan, 1.0], [1.0, 1.0], [0.0, 1.0]), ([0.0, 1.0], [np.nan, 1.0], [0.0, 1.0]),
+                    ([0.0, 1.0], [1.0, 1.0], [np.inf, 1.0]), ([0.0, 1.0], [-1.0, 1.0], [0.0, 1.0])]:
+        assert not T.agrees(v, s, t) and not T.unbiased(v, s, t) and not T.bound_holds(v, t, s)
+        with pytest.raises(AssertionError, match="non-finite|negative"):
+            T.assert_agrees(v, s, t)
+        with pytest.raises(AssertionError, match="non-finite|negative"):
+            T.assert_unbiased(v, s, t)
+    with pytest.raises(AssertionError, match="positive"):
+        T.assert_rate([10, 100, 1000], [1.0, np.nan, 0.1])
+
+
+def test_assertions_match_predicates(rng):
+    """The raising assertions take the same decisions as the boolean predicates."""
+    v, s, t, dof = simulate(rng, 200, 50, m=4, bias=0.6)
+    for i in range(200):
+        for pred, check in [(T.agrees, T.assert_agrees), (T.unbiased, T.assert_unbiased)]:
+            ok = bool(pred(v[i], s[i], t, dof=dof, alpha=0.05))
+            try:
+                check(v[i], s[i], t, dof=dof, alpha=0.05)
+                raised = False
+            except AssertionError:
+                raised = True
+            assert raised == (not ok)
+        ok = bool(T.bound_holds(v[i], t, s[i], alpha=0.05))
+        raised = False
+        try:
+            T.assert_bound(v[i], t, s[i], alpha=0.05)
+        except AssertionError:
+            raised = True
+        assert raised == (not ok)
+
+
+def test_critical_value():
+    assert T.critical_value(0.05) == pytest.approx(1.959964, abs=1e-5)
+    assert T.critical_value(0.05, sides=1) == pytest.approx(1.644854, abs=1e-5)
+    assert T.critical_value(1e-3, 10_000) == pytest.approx(stats.norm.isf(5e-8))
+    assert T.critical_value(0.05, 1, dof=3) == pytest.approx(3.182446, abs=1e-5)
+    assert T.critical_value(0.05, 1, dof=np.inf) == pytest.approx(1.959964, abs=1e-5)
+    with pytest.raises(ValueError, match="alpha"):
+        T.critical_value(0.0)
+
+
+# ---------------------------------------------------------------------------------------------- assert_unbiased
+
+@pytest.mark.parametrize("n", [10, 10_000])
+@pytest.mark.parametrize("m", [None, 4], ids=["known-stderr", "stderr-from-4-draws"])
+@pytest.mark.parametrize("alpha", [1e-3, 0.05])
+def test_unbiased_false_alarm_rate(n, m, alpha, rng):
+    pred = lambda v, s, t, dof: T.unbiased(v, s, t, dof=dof, alpha=alpha)
+    assert alarms(pred, rng, n, m=m) <= max_alarms(alpha)
+
+
+@pytest.mark.parametrize("n", [10, 10_000])
+def test_unbiased_without_stderr_uses_the_spread(n, rng):
+    pred = lambda v, s, t, dof: T.unbiased(v, None, t, alpha=0.05)
+    assert alarms(pred, rng, n) <= max_alarms(0.05)
+    assert alarms(pred, rng, n, r=500, bias=3.0 if n == 10 else 0.1) >= 0.95 * 500
+
+
+def test_unbiased_robust_to_skewed_draws(rng):
+    """Skewed draws (exponential, m = 4) make each point's error and stderr correlated: the mean of the per-point z's
+    is then biased (the old statistic), while sum(d) / sqrt(sum s^2) is not."""
+    n = 10_000
+    pred = lambda v, s, t, dof: T.unbiased(v, s, t, dof=dof, alpha=0.05)
+    assert alarms(pred, rng, n, r=500, m=4, skewed=True) <= max_alarms(0.05, r=500)
+    v, s, t, _ = simulate(rng, 100, n, m=4, skewed=True)
+    z = ((v - t) / s).mean(-1)  # mean of per-point t-statistics: far from 0 in units of its sd sqrt(3 / n)
+    assert np.mean(np.abs(z) > 3.29 * np.sqrt(3 / n)) > 0.5
+
+
+@pytest.mark.parametrize("n", [10, 10_000])
+def test_unbiased_fails_a_small_common_bias(n, rng):
+    # a bias of 3 stderr per point at n = 10 and 0.08 stderr at n = 10^4 (pooled z ~ 7 and 6)
+    pred = lambda v, s, t, dof: T.unbiased(v, s, t, dof=dof)
+    for m in (None, 4):
+        assert alarms(pred, rng, n, r=500, m=m, bias=3.0 if n == 10 else 0.08) >= 0.95 * 500
+
+
+def test_unbiased_atol_is_an_allowed_mean_bias():
+    t = np.zeros(1000)
+    v = np.full(1000, 0.05)
+    T.assert_unbiased(v, np.full(1000, 0.01), t, atol=0.05)
+    with pytest.raises(AssertionError, match="mean error"):
+        T.assert_unbiased(v, np.full(1000, 0.01), t, atol=0.04)
+
+
+# ------------------------------------------------------------------------------------------------- assert_bound
+
+@pytest.mark.parametrize("n", [10, 10_000])
+@pytest.mark.parametrize("with_stderr", [False, True])
+@pytest.mark.parametrize("alpha", [1e-3, 0.05])
+def test_bound_false_alarm_rate_when_tight(n, with_stderr, alpha, rng):
+    """A tight bound (mean gap zero) is the worst case: at most alpha false alarms; a strict bound, fewer."""
+    pred = lambda v, s, t, dof: T.bound_holds(v, t, s if with_stderr else None, alpha=alpha)
+    assert alarms(pred, rng, n) <= max_alarms(alpha)
+    assert alarms(pred, rng, n, r=500, bias=-1.0) == 0  # lower bound below the truth by a stderr
+
+
+@pytest.mark.parametrize("n", [10, 10_000])
+def test_bound_fails_when_violated(n, rng):
+    shift = 5.0 if n == 10 else 0.1  # the "lower bound" exceeds the truth on average by this much
+    pred = lambda v, s, t, dof: T.bound_holds(v, t, s)
+    assert alarms(pred, rng, n, r=500, shift=shift) >= 0.95 * 500
+    upper = lambda v, s, t, dof: T.bound_holds(v, t, s, upper=True)  # the same values as an upper bound: fine
+    assert alarms(upper, rng, n, r=500, shift=shift) == 0
+    assert alarms(upper, rng, n, r=500, shift=-shift) >= 0.95 * 500
+
+
+# -------------------------------------------------------------------------------------------------- assert_rate
+
+NS = np.array([64, 256, 1024, 4096, 16384])
+
+
+def rms_errors(rng, r, k, *, bias=0.0, scale=3.0):
+    """Errors of r replicate studies: at each n, the RMS over k runs of an estimator with sd scale / sqrt(n) and
+    a constant bias."""
+    err = bias + scale / np.sqrt(NS) * rng.standard_normal((r, k, NS.size))
+    return np.sqrt((err ** 2).mean(1))
+
+
+@pytest.mark.parametrize("mode", ["replicates", "errors_stderr", "scatter"])
+@pytest.mark.parametrize("alpha", [1e-3, 0.05])
+def test_rate_false_alarm_rate(mode, alpha, rng):
+    k = 30
+    e = rms_errors(rng, R, k)
+    kw = {"replicates": dict(replicates=k), "errors_stderr": dict(errors_stderr=e / np.sqrt(2 * k)),
+          "scatter": {}}[mode]
+    ok = T.rate_agrees(NS, e, -0.5, alpha=alpha, **kw)
+    assert (~ok).sum() <= max_alarms(alpha)
+
+
+def test_rate_fails_a_biased_estimator_and_a_wrong_rate(rng):
+    k = 30
+    # an error floor (bias 0.1) flattens the slope; a 1/n error has slope -1
+    e = rms_errors(rng, 500, k, bias=0.1)
+    assert (~T.rate_agrees(NS, e, -0.5, replicates=k)).mean() >= 0.95
+    e = rms_errors(rng, 500, k)
+    assert (~T.rate_agrees(NS, e, -1.0, replicates=k)).mean() >= 0.95
+    f = T.fit_rate(NS, e[0], replicates=k)
+    assert abs(f.slope + 0.5) < 5 * f.stderr and f.dof is None
+    assert T.assert_rate(NS, e[0], replicates=k) == pytest.approx(f.slope)
+    with pytest.raises(AssertionError, match="slope"):
+        T.assert_rate(NS, e[0], -1.0, replicates=k)
+
+
+def test_rate_stderr_matches_the_spread_of_slopes(rng):
+    """The slope's standard error from the replicate count is the actual spread of fitted slopes."""
+    k = 30
+    f = T.fit_rate(NS, rms_errors(rng, R, k), replicates=k)
+    assert np.std(f.slope) == pytest.approx(np.mean(f.stderr), rel=0.1)
+
+
+# ------------------------------------------------------------------------------------------- count_compilations
+
+def test_count_compilations():
+    x3, x4 = jnp.ones(3), jnp.ones(4)
+    f = jax.jit(lambda x: jnp.sin(x) * 2)
+    with T.count_compilations() as c:
+        f(x3).block_until_ready()
+        f(x3).block_until_ready()
+        assert c.n == 1
+        f(x4).block_until_ready()
+    assert c.n == 2
+    with T.count_compilations() as c2:
+        f(x3).block_until_ready()
+    assert c2.n == 0
+    # a pytree argument of the same structure and shapes reuses the compilation
+    g = jax.jit(lambda p, x: p["w"] * x)
+    with T.count_compilations() as c3:
+        g({"w": jnp.float32(1.0)}, x3)
+        g({"w": jnp.float32(2.0)}, x3)
+    assert c3.n == 1
