@@ -5,6 +5,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 import diffdens as dd
+from diffdens.testing import assert_agrees
 
 SDES = [dd.VPSDE(), dd.SubVPSDE(), dd.VESDE()]
 
@@ -68,9 +69,15 @@ def test_samples_match_density():
     mean = a * mix.weights @ mix.means
     second = sum(w * (a * a * (c + np.outer(m, m)) + s * s * np.eye(2)) for w, m, c in zip(mix.weights, mix.means, mix.covs))
     cov = second - np.outer(mean, mean)
-    se = np.sqrt(np.diag(cov) / x.shape[0])
-    assert np.all(np.abs(np.asarray(x.mean(0)) - mean) < 4 * se)
-    np.testing.assert_allclose(np.cov(np.asarray(x).T), cov, rtol=0.03)
+    xs = np.asarray(x, dtype=np.float64)
+    n = xs.shape[0]
+    se = xs.std(0, ddof=1) / np.sqrt(n)
+    assert_agrees(xs.mean(0), se, mean, dof=n - 1, what="sample mean")
+    # each sample covariance entry is a mean of products c_ij = (x_i - m_i)(x_j - m_j): its stderr from their spread
+    c = xs - xs.mean(0)
+    prods = c[:, :, None] * c[:, None, :]
+    assert_agrees(np.cov(xs.T), prods.std(0, ddof=1) / np.sqrt(n), cov, dof=n - 1, atol=1e-6,
+                  what="sample covariance")
 
 
 def test_standard_mixtures():
