@@ -3,6 +3,8 @@
 
     python scripts/chapters.py refresh --profile full notebooks/03_*.md   # execute, stamp, write the .ipynb
     python scripts/chapters.py check                                      # every pair in sync, hashes match
+    python scripts/chapters.py check --require-profile full               # ... and every stamp says `full`
+    python scripts/chapters.py times                                      # markdown table: profile, device, wall s
 
 The stamp lives in the .ipynb metadata under "diffdens": profile, device, sha256 of the .md, versions, date.
 """
@@ -37,8 +39,9 @@ def _cells(nb):
     return [(c.cell_type, c.source.strip()) for c in nb.cells]
 
 
-def check_pair(md: Path) -> list[str]:
-    """Problems with one pair: missing .ipynb, cells out of sync, missing stamp, or a stale source hash."""
+def check_pair(md: Path, require_profile: str | None = None) -> list[str]:
+    """Problems with one pair: missing .ipynb, cells out of sync, missing stamp, a stale source hash, or (with
+    ``require_profile``) a stamp from another profile."""
     import jupytext
     import nbformat
 
@@ -62,22 +65,52 @@ def check_pair(md: Path) -> list[str]:
             problems.append(f"{ipynb.name}: stored outputs were not produced from the current {md.name} (hash mismatch)")
         if stamp.get("profile") not in ("quick", "full"):
             problems.append(f"{ipynb.name}: stamp profile must be quick or full, got {stamp.get('profile')!r}")
+        elif require_profile and stamp.get("profile") != require_profile:
+            problems.append(f"{ipynb.name}: stored outputs are from the {stamp.get('profile')!r} profile, "
+                            f"{require_profile!r} required (run `make refresh PROFILE={require_profile} CHAPTERS=...`)")
     missing_outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip() and c.get("execution_count") is None]
     if missing_outputs:
         problems.append(f"{ipynb.name}: code cells {missing_outputs[:5]} were never executed")
     return problems
 
 
-def check(folder: Path = NOTEBOOKS) -> list[str]:
+def check(folder: Path = NOTEBOOKS, require_profile: str | None = None) -> list[str]:
     mds, ipynbs = chapter_pairs(folder)
     problems = [f"{nb.name}: no paired {nb.with_suffix('.md').name}" for nb in ipynbs if not nb.with_suffix(".md").exists()]
     for md in mds:
-        problems += check_pair(md)
+        problems += check_pair(md, require_profile)
     return problems
 
 
-def refresh(md: Path, profile: str, timeout: int = 3600) -> Path:
-    """Execute the chapter from its .md in ``profile`` and write the stamped .ipynb."""
+def stamps(folder: Path = NOTEBOOKS) -> list[tuple[str, dict]]:
+    """(chapter stem, stamp dict or {}) for every stored notebook, in chapter order."""
+    import nbformat
+
+    out = []
+    for md in chapter_pairs(folder)[0]:
+        ipynb = md.with_suffix(".ipynb")
+        stamp = nbformat.read(ipynb, as_version=4).metadata.get(STAMP_KEY, {}) if ipynb.exists() else {}
+        out.append((md.stem, dict(stamp)))
+    return out
+
+
+def times_table(folder: Path = NOTEBOOKS) -> str:
+    """A markdown table of each chapter's stamp: profile, device, wall seconds, date; and the total."""
+    rows = stamps(folder)
+    lines = ["| chapter | profile | device | wall time (s) | executed |", "|---|---|---|---:|---|"]
+    total = 0.0
+    for stem, st in rows:
+        w = st.get("wall_seconds")
+        total += w or 0.0
+        lines.append(f"| {stem} | {st.get('profile', '-')} | {st.get('device', '-')} | "
+                     f"{'-' if w is None else f'{w:.0f}'} | {st.get('executed', '-')[:10]} |")
+    lines.append(f"| total | | | {total:.0f} | |")
+    return "\n".join(lines)
+
+
+def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None = None) -> Path:
+    """Execute the chapter from its .md in ``profile`` and write the stamped .ipynb. When a cell fails and
+    ``failed_dir`` is given, the partly executed notebook (with the traceback) is written there first."""
     import jupytext
     import nbclient
     import nbformat
@@ -92,7 +125,13 @@ def refresh(md: Path, profile: str, timeout: int = 3600) -> Path:
     t = time.time()
     try:
         client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(md.parent)}})
-        client.execute()
+        try:
+            client.execute()
+        except Exception:
+            if failed_dir is not None:
+                Path(failed_dir).mkdir(parents=True, exist_ok=True)
+                nbformat.write(nb, Path(failed_dir) / f"{md.stem}.failed.ipynb")
+            raise
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -120,17 +159,26 @@ def main(argv=None):
     r = sub.add_parser("refresh", help="execute chapters and stamp their .ipynb")
     r.add_argument("--profile", choices=("quick", "full"), required=True)
     r.add_argument("chapters", nargs="*", help="notebooks/NN_slug.md files (default: all)")
-    sub.add_parser("check", help="every pair in sync and stamped from the current source")
+    r.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell (default 3600)")
+    r.add_argument("--failed-dir", type=Path, help="write a failing chapter's partly executed notebook here")
+    c = sub.add_parser("check", help="every pair in sync and stamped from the current source")
+    c.add_argument("--require-profile", choices=("quick", "full"),
+                   default=os.environ.get("DIFFDENS_REQUIRE_PROFILE") or None,
+                   help="also fail when a stamp is from another profile (env DIFFDENS_REQUIRE_PROFILE)")
+    sub.add_parser("times", help="print a markdown table of each chapter's stamp (profile, device, wall time)")
     a = p.parse_args(argv)
+    if a.cmd == "times":
+        print(times_table())
+        return 0
     if a.cmd == "check":
-        problems = check()
+        problems = check(require_profile=a.require_profile)
         print("\n".join(problems) or "all chapter pairs in sync")
         return 1 if problems else 0
     mds = [Path(c) for pat in (a.chapters or ["notebooks/*.md"]) for c in sorted(glob.glob(pat))]
     mds = [m for m in mds if m.name != "README.md"]
     for md in mds:
         t = time.time()
-        out = refresh(md, a.profile)
+        out = refresh(md, a.profile, timeout=a.cell_timeout, failed_dir=a.failed_dir)
         print(f"{out.relative_to(ROOT)}: {a.profile} profile, {time.time() - t:.0f} s")
     return 0
 

@@ -43,6 +43,44 @@ def test_hash_check_fails_when_source_changes(tmp_path):
     assert any("cells differ" in p for p in chapters.check_pair(tmp_path / md.name))
 
 
+def _copy_pair(md, folder, profile=None):
+    import nbformat
+
+    shutil.copy(md, folder / md.name)
+    nb = nbformat.read(md.with_suffix(".ipynb"), as_version=4)
+    if profile is not None:
+        nb.metadata[chapters.STAMP_KEY]["profile"] = profile
+    nbformat.write(nb, folder / md.with_suffix(".ipynb").name)
+    return folder / md.name
+
+
+def test_require_profile(tmp_path):
+    """`check --require-profile full` rejects a quick stamp (and accepts a full one); plain `check` accepts both."""
+    md = _copy_pair(MDS[0], tmp_path, "quick")
+    assert chapters.check_pair(md) == []
+    assert any("'full' required" in p for p in chapters.check_pair(md, require_profile="full"))
+    md = _copy_pair(MDS[0], tmp_path, "full")
+    assert chapters.check_pair(md, require_profile="full") == []
+    assert chapters.check(tmp_path, require_profile="quick") != []
+
+
+def test_times_table(tmp_path, capsys):
+    import nbformat
+
+    for md, wall in zip(MDS[:2], (12.3, 45.6)):
+        _copy_pair(md, tmp_path, "full")
+        nb_path = tmp_path / md.with_suffix(".ipynb").name
+        nb = nbformat.read(nb_path, as_version=4)
+        nb.metadata[chapters.STAMP_KEY].update(wall_seconds=wall, device="NVIDIA H100 80GB HBM3")
+        nbformat.write(nb, nb_path)
+    table = chapters.times_table(tmp_path).splitlines()
+    assert table[0].startswith("| chapter | profile | device | wall time (s)")
+    assert f"| {MDS[0].stem} | full | NVIDIA H100 80GB HBM3 | 12 |" in table[2]
+    assert f"| {MDS[1].stem} | full | NVIDIA H100 80GB HBM3 | 46 |" in table[3]
+    assert table[-1].startswith("| total | | | 58 |")
+    assert chapters.main(["times"]) == 0 and "| chapter |" in capsys.readouterr().out
+
+
 def test_every_chapter_in_toc():
     toc = (ROOT / "_toc.yml").read_text()
     for md in MDS:
