@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 STAMP_KEY = "diffdens"
+_PREALLOC = "XLA_PYTHON_CLIENT_PREALLOCATE"
+_PARENT_ONLY: dict = {}
 
 
 def source_hash(md: Path) -> str:
@@ -120,6 +122,8 @@ def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     env = dict(os.environ, DIFFDENS_PROFILE=profile, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                MPLBACKEND="module://matplotlib_inline.backend_inline")
+    if _PARENT_ONLY.get(_PREALLOC):  # set below for this process only: the kernel keeps JAX's default
+        env.pop(_PREALLOC, None)
     old = os.environ.copy()
     os.environ.update(env)
     t = time.time()
@@ -135,6 +139,11 @@ def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None
     finally:
         os.environ.clear()
         os.environ.update(old)
+    # this process imports JAX only to name the device for the stamp: on a GPU it must not reserve the memory that
+    # the next chapter's kernel needs
+    if _PREALLOC not in os.environ:
+        os.environ[_PREALLOC] = "false"
+        _PARENT_ONLY[_PREALLOC] = True
     import jax
 
     sys.path.insert(0, str(ROOT))

@@ -90,6 +90,8 @@ def test_every_chapter_in_toc():
 def test_book_builds(tmp_path):
     """The book builds from stored outputs with warnings as errors (toc, cross-references, bibliography)."""
     exe = Path(sys.executable).parent / "jupyter-book"
+    if not exe.exists():
+        pytest.skip("jupyter-book is not installed (e.g. on the GPU machine, which has no Jupyter)")
     out = tmp_path / "book"
     r = subprocess.run(
         [str(exe), "build", str(ROOT), "--path-output", str(out), "--warningiserror", "--keep-going"],
