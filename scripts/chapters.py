@@ -110,6 +110,18 @@ def times_table(folder: Path = NOTEBOOKS) -> str:
     return "\n".join(lines)
 
 
+README_BEGIN, README_END = "<!-- chapters.py times: begin -->", "<!-- chapters.py times: end -->"
+
+
+def update_readme(table: str, readme: Path = ROOT / "README.md") -> None:
+    """Replace the table between the two README markers with ``table``."""
+    text = Path(readme).read_text()
+    i, j = text.find(README_BEGIN), text.find(README_END)
+    if i < 0 or j < i:
+        raise SystemExit(f"{readme}: no '{README_BEGIN}' ... '{README_END}' block")
+    Path(readme).write_text(text[: i + len(README_BEGIN)] + "\n" + table + "\n" + text[j:])
+
+
 def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None = None) -> Path:
     """Execute the chapter from its .md in ``profile`` and write the stamped .ipynb. When a cell fails and
     ``failed_dir`` is given, the partly executed notebook (with the traceback) is written there first."""
@@ -174,10 +186,14 @@ def main(argv=None):
     c.add_argument("--require-profile", choices=("quick", "full"),
                    default=os.environ.get("DIFFDENS_REQUIRE_PROFILE") or None,
                    help="also fail when a stamp is from another profile (env DIFFDENS_REQUIRE_PROFILE)")
-    sub.add_parser("times", help="print a markdown table of each chapter's stamp (profile, device, wall time)")
+    tm = sub.add_parser("times", help="print a markdown table of each chapter's stamp (profile, device, wall time)")
+    tm.add_argument("--update-readme", action="store_true", help="also rewrite the table in README.md")
     a = p.parse_args(argv)
     if a.cmd == "times":
-        print(times_table())
+        table = times_table()
+        print(table)
+        if a.update_readme:
+            update_readme(table)
         return 0
     if a.cmd == "check":
         problems = check(require_profile=a.require_profile)

@@ -79,6 +79,17 @@ def test_times_table(tmp_path, capsys):
     assert f"| {MDS[1].stem} | full | NVIDIA H100 80GB HBM3 | 46 |" in table[3]
     assert table[-1].startswith("| total | | | 58 |")
     assert chapters.main(["times"]) == 0 and "| chapter |" in capsys.readouterr().out
+    readme = tmp_path / "README.md"
+    readme.write_text(f"text\n{chapters.README_BEGIN}\nold\n{chapters.README_END}\nmore\n")
+    chapters.update_readme("\n".join(table), readme)
+    assert readme.read_text() == f"text\n{chapters.README_BEGIN}\n" + "\n".join(table) + f"\n{chapters.README_END}\nmore\n"
+
+
+def test_readme_lists_the_stored_wall_times():
+    """The README's wall-time table is the one `chapters.py times` prints for the stored notebooks."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(chapters.README_BEGIN) + len(chapters.README_BEGIN): text.index(chapters.README_END)]
+    assert block.strip() == chapters.times_table().strip(), "run `python scripts/chapters.py times --update-readme`"
 
 
 def test_every_chapter_in_toc():
