@@ -15,6 +15,8 @@ the number of points, when the estimates are unbiased and their standard errors 
 * :func:`assert_bound`: a lower (or upper) bound holds on average over the points (one-sided test).
 * :func:`assert_rate`: log(error) against log(n) has the expected slope, within the fitted slope's own standard
   error (e.g. the n^-1/2 Monte Carlo rate).
+* :func:`assert_below` / :func:`assert_above`: a claim that a value is below / above a limit, asserted with
+  confidence 1 - alpha (here alpha bounds the chance of passing a false claim; the assertion fails on weak evidence).
 
 ``atol`` / ``rtol`` absorb systematic, non-Monte-Carlo error (solver tolerance, float32 rounding, the t0 cut), which
 the caller states explicitly. The predicates :func:`agrees`, :func:`unbiased`, :func:`bound_holds` and
@@ -35,7 +37,8 @@ import numpy as np
 from scipy import special, stats
 
 __all__ = ["assert_agrees", "assert_unbiased", "assert_bound", "assert_rate", "critical_value",
-           "count_compilations", "agrees", "unbiased", "bound_holds", "rate_agrees", "fit_rate", "RateFit"]
+           "count_compilations", "agrees", "unbiased", "bound_holds", "rate_agrees", "fit_rate", "RateFit",
+           "assert_below", "assert_above"]
 
 
 def _quantile(q, dof=None):
@@ -225,6 +228,32 @@ def assert_bound(lower, truth, stderr=None, *, upper: bool = False, alpha: float
         side = "below" if upper else "above"
         raise AssertionError(f"{what}: the bound lies {side} the truth on average by {-m:.4g} over {n} points "
                              f"(allowed {margin:.3g} of noise + atol {atol:g}, false-alarm level {alpha:g})")
+
+
+# ------------------------------------------------------------------------------------------ confidence limits
+
+
+def assert_below(value, stderr, limit, *, dof=None, alpha: float = 1e-3, what: str = "estimate") -> None:
+    """Every value lies below ``limit`` with confidence: value + c stderr < limit, c the one-sided Bonferroni
+    critical value for the n values (:func:`critical_value` with ``sides=1``). This asserts a claim ("the trained
+    model's error is below 0.5"), so it fails when the evidence is too weak; the probability that it passes although
+    some true value is at or above its limit is at most alpha."""
+    v, s, t = _prepare(value, stderr, limit)
+    _check_finite(v, s, t, what)
+    c = critical_value(alpha, v.size, dof, sides=1)
+    upper = v + c * s
+    bad = np.flatnonzero(~(upper < t))
+    if bad.size:
+        i = bad[np.argmax((upper - t).ravel()[bad])]
+        raise AssertionError(f"{what}: {bad.size} of {v.size} values are not below their limit with confidence"
+                             f" {1 - alpha:g}; worst {i}: {v.ravel()[i]:.4g} + {float(np.broadcast_to(c, v.shape).ravel()[i]):.2f}"
+                             f" x {s.ravel()[i]:.3g} >= {t.ravel()[i]:.4g}")
+
+
+def assert_above(value, stderr, limit, *, dof=None, alpha: float = 1e-3, what: str = "estimate") -> None:
+    """Every value lies above ``limit`` with confidence: value - c stderr > limit (see :func:`assert_below`)."""
+    assert_below(-np.asarray(value, dtype=np.float64), stderr, -np.asarray(limit, dtype=np.float64), dof=dof,
+                 alpha=alpha, what=what)
 
 
 # --------------------------------------------------------------------------------------------------------- rates

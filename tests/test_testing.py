@@ -183,6 +183,27 @@ def test_unbiased_atol_is_an_allowed_mean_bias():
         T.assert_unbiased(v, np.full(1000, 0.01), t, atol=0.04)
 
 
+# ------------------------------------------------------------------------------------ assert_below / assert_above
+
+def test_below_and_above():
+    T.assert_below([0.1, 0.2], [0.01, 0.02], 0.5)
+    T.assert_above([1.0], [0.1], 0.5)
+    with pytest.raises(AssertionError, match="not below"):
+        T.assert_below([0.1, 0.45], [0.01, 0.02], 0.5)  # 0.45 + 3.3 x 0.02 is not below 0.5
+    with pytest.raises(AssertionError, match="not below"):
+        T.assert_above([1.0], [0.2], 0.5)
+    # a value at its limit passes with probability <= alpha (Bonferroni over the n values)
+    rng = np.random.default_rng(0)
+    passed = 0
+    for _ in range(2000):
+        try:
+            T.assert_below(0.5 + 0.1 * rng.standard_normal(10), 0.1, 0.5, alpha=0.05)
+            passed += 1
+        except AssertionError:
+            pass
+    assert passed <= max_alarms(0.05)
+
+
 # ------------------------------------------------------------------------------------------------- assert_bound
 
 @pytest.mark.parametrize("n", [10, 10_000])
