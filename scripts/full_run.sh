@@ -9,7 +9,9 @@
 #   benchmarks.tar.gz   benchmarks/results/*.json written by this run
 #   tests.log           the unit-test output
 #
-# usage: scripts/full_run.sh OUTDIR
+# usage: scripts/full_run.sh [--quick] OUTDIR         (--quick is PROFILE=quick: a dry run of the plumbing)
+# On the 2-core CPU machine, give it the time the full profile needs there (up to 15 minutes per chapter), e.g.
+#   BUDGET_S=30000 CHAPTER_TIMEOUT_S=900 BENCH_TIMEOUT_S=3600 TEST_TIMEOUT_S=1800 scripts/full_run.sh OUTDIR
 # Works without a Jupyter installation: if nbclient/jupytext/ipykernel are missing and .whl/ holds their wheels
 # (../shared/gpu/jupyter-wheels.sh pytest pytest-timeout pytest-xdist), they are installed into /tmp/site first.
 # A failing or timed-out step is reported and the run goes on; the exit status is nonzero if any step failed.
@@ -27,8 +29,9 @@
 #   CHAPTER_TIMEOUT_S, BENCH_TIMEOUT_S, TEST_TIMEOUT_S   per-step limits                          [240, 180, 420]
 set -u
 
+if [ "${1:-}" = "--quick" ]; then PROFILE=quick; shift; fi
 if [ $# -ne 1 ]; then
-  echo "usage: $0 OUTDIR   (env: PROFILE=full|quick, CHAPTERS, BENCHMARKS, TESTS, BUDGET_S; see the header)" >&2
+  echo "usage: $0 [--quick] OUTDIR   (env: PROFILE=full|quick, CHAPTERS, BENCHMARKS, TESTS, BUDGET_S; see the header)" >&2
   exit 2
 fi
 START=$(date +%s)
