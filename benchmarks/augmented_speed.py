@@ -24,7 +24,7 @@ def main():
     rows = []
     for D in ((2, 9, 50) if a.full else (2, 9)):
         score = random_mlp_score(D, sde, jax.random.key(D)).score
-        t_aug = timeit(lambda: dd.sample_with_log_prob(score, sde, jax.random.key(0), (n, D), n_steps=n_steps)[1], repeats=1)
+        t_aug = timeit(lambda: dd.sample_with_log_prob(score, sde, jax.random.key(0), (n, D), n_steps=n_steps).log_prob, repeats=1)
         t_ode = timeit(lambda: dd.ode_sample(score, sde, jax.random.key(0), (n, D))[1], repeats=1)
         nfe = float(dd.ode_sample(score, sde, jax.random.key(0), (n, D))[2].mean())
         rows.append({"D": D, "n": n, "aug_steps": n_steps, "aug_score_evals_per_sample": n_steps,

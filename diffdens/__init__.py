@@ -3,7 +3,7 @@
 A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a scalar t.
 """
 
-from .augmented import BiasDiagnostics, augmented_forward, sample_with_log_prob, sde_bias_diagnostics
+from .augmented import BiasDiagnostics, ForwardAugmented, augmented_forward, sample_with_log_prob, sde_bias_diagnostics
 from .checkpoint import load_model, save_model
 from .data import bits_per_dim, load_digits, uniform_dequantize
 from .elbo import elbo, hvae_elbo, variational_gap
@@ -31,6 +31,7 @@ __all__ = [
     "mode_tracking_ode",
     "shard_points",
     "BiasDiagnostics",
+    "ForwardAugmented",
     "augmented_forward",
     "sde_bias_diagnostics",
     "elbo",

@@ -1,182 +1,374 @@
-"""Augmented reverse SDE: sample and carry the log-density along (004_720dbaeb92b913c7 eq. 7, Thm. 1).
+"""Augmented SDEs that carry the log-density along (004_720dbaeb92b913c7 eq. 7, Thm. 1; Thm. 4, eq. 10).
 
 Derivation (Ito in reverse time, step h > 0 from t to t - h, s = score(x, t), linear drift f(t) x):
   x <- x - (f x - g^2 s) h + g sqrt(h) z
   r <- r + (D f + g^2 |s|^2 / 2) h + g sqrt(h) s.z
 The Laplacian terms (Fokker-Planck 1/2 g^2 tr H and the Ito correction -1/2 g^2 tr H h) cancel only in
-reverse time, so no divergence is needed.  Euler-Maruyama on diffrax, the same Brownian increment for x and r.
+reverse time, so no divergence is needed.  Euler-Maruyama on diffrax, the same Brownian increment for x and r, and
+one score evaluation per step (a single diffrax term computes drift and diffusion from one call).
+
+Every function here goes through one front door: the arguments are validated eagerly (ValueError / TypeError naming
+the argument), the score is made a traced pytree (:func:`diffdens._engine.traced_score`, so two models of one
+architecture share one compilation), one compiled kernel runs over the points in chunks of ``batch_size``, and a
+non-finite result becomes an error that says where the score went non-finite.
 """
 
 from __future__ import annotations
 
+import inspect
+from typing import Callable, NamedTuple, Optional
+
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
 
-from typing import NamedTuple
+from ._checks import check_key, check_option, check_points, check_positive_int, check_shape, check_t0
+from ._engine import (check_batch_size, check_score, map_points, point_keys, probe_score, raise_if_nonfinite,
+                      traced_score)
+from .estimate import Estimate, SamplePath, Samples, make_probes, value_and_divergence
+from .sde import LinearSDE, check_sde
 
-from ._checks import check_option, check_points, check_positive_int, check_shape, check_t0
-from .estimate import Estimate, make_probes, value_and_divergence
+__all__ = ["sample_with_log_prob", "augmented_forward", "sde_bias_diagnostics", "BiasDiagnostics",
+           "ForwardAugmented"]
 
-__all__ = ["sample_with_log_prob", "augmented_forward", "sde_bias_diagnostics", "BiasDiagnostics"]
+BATCH_SIZE = 1024  # points per chunk by default: peak memory stays far below 2 GB for D <= 64 (Milstein included)
 
 
-def sample_with_log_prob(score, sde, key, shape, *, n_steps=1000, t0=1e-5, prior_log_prob=None, scheme="euler",
-                         save_at=None):
-    """Sample x0 by the augmented reverse SDE and return (x0, r0), r0 ~ log p0(x0).
+def _map_full_chunks(fn, args, batch_size):
+    """:func:`map_points` with the last chunk padded to a full ``batch_size`` (repeating the last point), so that
+    every point is computed in a batch of the same size: a remainder chunk of one point compiles differently and
+    can differ from the unchunked result in the last bit."""
+    n = jax.tree_util.tree_leaves(args)[0].shape[0]
+    pad = 0 if batch_size is None or batch_size >= n else -n % batch_size
+    if pad:
+        args = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), args)
+    out = map_points(fn, args, batch_size)
+    return out if not pad else jax.tree_util.tree_map(lambda a: a[:n], out)
 
-    ``scheme="euler"``: Euler-Maruyama on diffrax, one score call per step, strong order 1/2 in r.
-    ``scheme="milstein"``: adds the Milstein term g^2 h (z^T H z - tr H) / 2 to r (H = Jacobian of the score; the
-    noise is commutative because H is symmetric, and x has additive noise so needs none), strong order 1 at the cost
-    of D + 1 Jacobian-vector products per step. diffrax's Milstein solvers take diagonal noise only, so this scheme is
-    a plain scan. ``save_at`` (times in [t0, T], decreasing, Euler only): also return (xs, rs) of shapes
-    (n, m, D) and (n, m), the trajectory and its running log-density (``004`` Fig. 3)."""
-    n, D = check_shape(shape, "shape")
+
+# --------------------------------------------------------------------------------------------------------------
+# front-door pieces shared by the three functions
+
+
+class _BoundFn(eqx.Module):
+    """``getattr(obj, name)`` as a pytree, for a one-argument function such as ``mixture.log_prob``."""
+
+    obj: object
+    name: str = eqx.field(static=True)
+
+    def __call__(self, x):
+        return getattr(self.obj, self.name)(x)
+
+
+def _traced_log_prob(fn, name: str = "prior_log_prob"):
+    """A log-density callable ``fn(x) -> scalar`` with its arrays traced where it is a method of a pytree."""
+    if not callable(fn):
+        raise TypeError(f"{name} must be a callable log_prob(x) -> scalar, got {type(fn).__name__}")
+    if inspect.ismethod(fn):
+        owner = fn.__self__
+        if not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(owner)):
+            return _BoundFn(owner, fn.__name__)
+    return fn
+
+
+def _check_log_prob(fn, d: int, dtype, name: str = "prior_log_prob") -> None:
+    try:
+        out = jax.eval_shape(fn, jax.ShapeDtypeStruct((d,), dtype))
+    except Exception as e:  # noqa: BLE001 - any failure to trace is the function's
+        raise ValueError(f"{name} could not be evaluated on one point of shape ({d},): {type(e).__name__}: {e}") from e
+    if not hasattr(out, "shape") or tuple(out.shape) != () or not jnp.issubdtype(out.dtype, jnp.floating):
+        got = f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape") else type(out).__name__
+        raise ValueError(f"{name}(x) must return a floating scalar for one point x of shape ({d},), got {got}")
+
+
+def _front_sampler(score, sde, key, shape, n_steps, t0, batch_size):
+    check_sde(sde)
+    key = check_key(key)
+    n, d = check_shape(shape, "shape")
     n_steps = check_positive_int(n_steps, "n_steps")
     t0 = check_t0(t0, sde.T)
-    check_option(scheme, ("euler", "milstein"), "scheme")
-    lp = prior_log_prob if prior_log_prob is not None else sde.prior_log_prob
-    k_prior, k_paths = jax.random.split(key)
-    xT = sde.prior_sample(k_prior, (n, D))
-    keys = jax.random.split(k_paths, n)
-    if save_at is not None:
-        if scheme != "euler":
-            raise ValueError("save_at is supported with scheme='euler' only")
-        save_at = jnp.asarray(save_at, dtype=xT.dtype)
-        if save_at.ndim != 1 or save_at.shape[0] < 1:
-            raise ValueError(f"save_at must be a non-empty 1-D array of times, got shape {save_at.shape}")
-        if not bool(jnp.all((save_at >= t0) & (save_at <= sde.T))) or not bool(jnp.all(jnp.diff(save_at) < 0)):
-            raise ValueError(f"save_at must be decreasing times in [t0={t0}, T={sde.T}]")
-        x0, r0, ys = _reverse_augmented(score, sde, int(n_steps), float(t0), lp, xT, keys, sde.T - save_at)
-        return x0, r0, (ys[..., :D], ys[..., D])
-    if scheme == "milstein":
-        return _reverse_milstein(score, sde, int(n_steps), float(t0), lp, xT, keys)
-    x0, r0, _ = _reverse_augmented(score, sde, int(n_steps), float(t0), lp, xT, keys, None)
-    return x0, r0
+    batch_size = check_batch_size(batch_size)
+    score = traced_score(score)
+    return score, key, n, d, n_steps, t0, batch_size
 
 
-def _reverse_augmented_impl(score, sde, n_steps, t0, lp, xT, keys, taus):
-    """diffrax Euler-Maruyama on y = (x, r) in tau = T - t, one Brownian motion driving both (diffusion [g I; g s^T])."""
-    T = float(sde.T)
-    D = xT.shape[-1]
+def _probe_times(sde, t0):
+    return np.array([float(sde.T), 0.5 * (float(sde.T) + t0), t0])
 
-    def drift(tau, y, _):
+
+def _raise_if_nonfinite(values, score, x_start, sde, t0, lp=None):
+    """A non-finite sample or log-density: blame the prior log-density if it is non-finite at the start, else the
+    score (at the first time on [t0, T] where it is non-finite at that point's start)."""
+    v = np.asarray(values)
+    bad = ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
+    if not bad.any():
+        return
+    if lp is not None:
+        i = int(np.flatnonzero(bad)[0])
+        if not np.isfinite(float(lp(jnp.asarray(x_start)[i]))):
+            raise ValueError(f"prior_log_prob returned a non-finite value at the start x_T of sample {i}")
+    raise_if_nonfinite(values, score, x_start, np.linspace(float(sde.T), t0, 33))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the augmented reverse SDE
+
+
+class _AugmentedTerm(diffrax.AbstractTerm):
+    """y = (x, r) in reverse time tau = T - t, driven by (d tau, dW): drift [-(f x - g^2 s); D f + g^2 |s|^2 / 2],
+    diffusion [g I; g s^T]. One score call per vector-field evaluation."""
+
+    score: Callable
+    bm: diffrax.AbstractBrownianPath
+    sde: LinearSDE = eqx.field(static=True)
+
+    def vf(self, tau, y, args):
+        T = float(self.sde.T)
         t = T - tau
-        x = y[:D]
-        s = score(x, t)
-        f, g2 = sde.f(t), sde.g2(t)
-        return jnp.concatenate([-(f * x - g2 * s), (D * f + 0.5 * g2 * jnp.sum(s * s))[None]])
+        d = y.shape[0] - 1
+        x = y[:d]
+        s = self.score(x, t)
+        f, g2 = self.sde.f(t), self.sde.g2(t)
+        drift = jnp.concatenate([-(f * x - g2 * s), (d * f + 0.5 * g2 * jnp.sum(s * s))[None]])
+        return drift, jnp.sqrt(g2), s
 
-    def diffusion(tau, y, _):
-        t = T - tau
-        g = jnp.sqrt(sde.g2(t))
-        return g * jnp.concatenate([jnp.eye(D, dtype=y.dtype), score(y[:D], t)[None, :]], axis=0)
+    def contr(self, t0, t1, **kwargs):
+        return t1 - t0, self.bm.evaluate(t0, t1)
 
-    def one(x, k):
-        bm = diffrax.UnsafeBrownianPath(shape=(D,), key=k)
-        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
-        y0 = jnp.concatenate([x, lp(x)[None]])
-        saveat = diffrax.SaveAt(t1=True) if taus is None else diffrax.SaveAt(t1=True, ts=taus)
-        sol = diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, T - t0, (T - t0) / n_steps, y0, saveat=saveat,
-                                  max_steps=n_steps + 2, adjoint=diffrax.DirectAdjoint())
-        y = sol.ys[-1]
-        return y[:D], y[D], (None if taus is None else sol.ys[:-1])
-
-    return jax.vmap(one)(xT, keys)
+    def prod(self, vf, control):
+        drift, g, s = vf
+        dt, dw = control
+        return drift * dt + jnp.concatenate([g * dw, (g * jnp.dot(s, dw))[None]])
 
 
-_reverse_augmented = jax.jit(_reverse_augmented_impl, static_argnums=(0, 1, 2, 3, 4))
-
-
-def _reverse_milstein_impl(score, sde, n_steps, t0, lp, xT, keys):
-    """Milstein steps in reverse time on the uniform grid of the Euler scheme."""
+def _euler_one(score, lp, sde, n_steps, x, k, t0, taus):
+    d = x.shape[-1]
     T = float(sde.T)
-    D = xT.shape[-1]
+    bm = diffrax.UnsafeBrownianPath(shape=(d,), key=k)
+    y0 = jnp.concatenate([x, jnp.asarray(lp(x), x.dtype)[None]])
+    saveat = diffrax.SaveAt(t1=True) if taus is None else diffrax.SaveAt(t1=True, ts=taus)
+    sol = diffrax.diffeqsolve(_AugmentedTerm(score, bm, sde), diffrax.Euler(), 0.0, T - t0, (T - t0) / n_steps, y0,
+                              saveat=saveat, max_steps=n_steps + 2, adjoint=diffrax.DirectAdjoint())
+    y = sol.ys[-1]
+    nfe = sol.stats["num_steps"]  # Euler evaluates the (single) vector field once per step
+    path = None if taus is None else sol.ys[:-1]
+    return y[:d], y[d], nfe, path
+
+
+def _milstein_one(score, lp, sde, n_steps, x, k, t0):
+    """Milstein steps in reverse time on the uniform grid of the Euler scheme (a plain scan: diffrax's Milstein
+    solvers take diagonal noise only). Score evaluations: one linearisation and D + 1 JVPs per step."""
+    d = x.shape[-1]
+    T = float(sde.T)
     h = (T - t0) / n_steps
-    ts = T - h * jnp.arange(n_steps, dtype=xT.dtype)
-    eye = jnp.eye(D, dtype=xT.dtype)
+    ts = T - h * jnp.arange(n_steps, dtype=x.dtype)
+    eye = jnp.eye(d, dtype=x.dtype)
 
-    def one(x, k):
-        z = jax.random.normal(k, (n_steps, D), xT.dtype)
+    def step(c, inp):
+        x, r = c
+        t, kk = inp
+        zi = jax.random.normal(kk, (d,), x.dtype)
+        f, g2 = sde.f(t), sde.g2(t)
+        s, jvp = jax.linearize(lambda y: score(y, t), x)
+        z_h_z, tr = jnp.dot(zi, jvp(zi)), jnp.trace(jax.vmap(jvp)(eye))
+        dw = jnp.sqrt(h) * zi
+        x_new = x - (f * x - g2 * s) * h + jnp.sqrt(g2) * dw
+        r_new = r + (d * f + 0.5 * g2 * jnp.sum(s * s)) * h + jnp.sqrt(g2) * jnp.dot(s, dw)
+        return (x_new, r_new + 0.5 * g2 * h * (z_h_z - tr)), None
 
-        def step(c, inp):
-            x, r = c
-            t, zi = inp
-            f, g2 = sde.f(t), sde.g2(t)
-            s, jvp = jax.linearize(lambda y: score(y, t), x)
-            z_h_z, tr = jnp.dot(zi, jvp(zi)), jnp.trace(jax.vmap(jvp)(eye))
-            dw = jnp.sqrt(h) * zi
-            x_new = x - (f * x - g2 * s) * h + jnp.sqrt(g2) * dw
-            r_new = r + (D * f + 0.5 * g2 * jnp.sum(s * s)) * h + jnp.sqrt(g2) * jnp.dot(s, dw)
-            return (x_new, r_new + 0.5 * g2 * h * (z_h_z - tr)), None
-
-        (x0, r0), _ = jax.lax.scan(step, (x, lp(x)), (ts, z))
-        return x0, r0
-
-    return jax.vmap(one)(xT, keys)
+    (x0, r0), _ = jax.lax.scan(step, (x, jnp.asarray(lp(x), x.dtype)), (ts, jax.random.split(k, n_steps)))
+    return x0, r0, jnp.asarray(n_steps * (d + 2), jnp.int32), None
 
 
-_reverse_milstein = jax.jit(_reverse_milstein_impl, static_argnums=(0, 1, 2, 3, 4))
+@eqx.filter_jit
+def _augmented_kernel(score, lp, sde, x_T, keys, t0, taus, n_steps, scheme, batch_size):
+    if scheme == "milstein":
+        fn = lambda x, k: _milstein_one(score, lp, sde, n_steps, x, k, t0)  # noqa: E731
+    else:
+        fn = lambda x, k: _euler_one(score, lp, sde, n_steps, x, k, t0, taus)  # noqa: E731
+    return _map_full_chunks(fn, (x_T, keys), batch_size)
 
 
-def augmented_forward(score, sde, x0, key, *, n_steps=1000, t0=1e-5, divergence="exact"):
-    """The augmented forward SDE (``004`` Thm. 4, eq. 10), Euler-Maruyama from t0 to T: returns (x_T, omega_T) with
-    omega_T = log p_T^SDE(x_T) - log p_0^SDE(x_0) + Y with E[Y] >= 0, = 0 for the true score (eq. 11-12), so
-    E[log p_T(x_T) - omega_T] <= log p_0^SDE(x_0), with equality for the true score.
-    ``divergence`` is "exact" (D JVPs per step) or "hutchinson" (one Rademacher probe per step)."""
-    x0 = check_points(x0, "x0")
-    n_steps = check_positive_int(n_steps, "n_steps")
+def _check_save_at(save_at, scheme, t0, T, dtype):
+    if save_at is None:
+        return None
+    if scheme != "euler":
+        raise ValueError("save_at is supported with scheme='euler' only")
+    a = np.asarray(save_at, dtype=np.float64)
+    if a.ndim != 1 or a.shape[0] < 1:
+        raise ValueError(f"save_at must be a non-empty 1-D array of times, got shape {a.shape}")
+    tol = 4 * float(np.finfo(np.float32).eps) * T  # times given in float32 may round just outside [t0, T]
+    if not np.all(np.isfinite(a)) or np.any(a < t0 - tol) or np.any(a > T + tol) or np.any(np.diff(a) >= 0):
+        raise ValueError(f"save_at must be strictly decreasing times in [t0={t0}, T={T}]")
+    return jnp.asarray(np.clip(a, t0, T), dtype)
+
+
+def _sample_augmented(score, lp, sde, key, n, d, n_steps, t0, scheme, save_at, batch_size) -> Samples:
+    """The unchecked sampler behind :func:`sample_with_log_prob` (arguments already validated, score traced)."""
+    k_prior, k_paths = jax.random.split(key)
+    x_T = sde.prior_sample(k_prior, (n, d))
+    taus = None if save_at is None else float(sde.T) - save_at
+    x0, r0, nfe, ys = _augmented_kernel(score, lp, sde, x_T, point_keys(k_paths, n), jnp.asarray(t0, x_T.dtype),
+                                        taus, n_steps, scheme, batch_size)
+    check = jnp.concatenate([x0, r0[:, None]] + ([] if ys is None else [ys.reshape(n, -1)]), axis=1)
+    _raise_if_nonfinite(check, score, x_T, sde, t0, lp)
+    path = None if ys is None else SamplePath(save_at, ys[..., :d], ys[..., d])
+    return Samples(x0, r0, nfe, path=path)
+
+
+def sample_with_log_prob(score: Callable, sde: LinearSDE, key, shape, *, n_steps: int = 1000, t0: float = 1e-5,
+                         prior_log_prob: Optional[Callable] = None, scheme: str = "euler", save_at=None,
+                         batch_size: Optional[int] = BATCH_SIZE) -> Samples:
+    """Sample x0 by the augmented reverse SDE, carrying r0 ~ log p0(x0) along (``004`` eq. 7, Thm. 1).
+
+    Returns :class:`~diffdens.Samples` with ``x`` (n, D), ``log_prob`` = r0 (n,), ``nfe`` (n,) score evaluations
+    per sample (each Jacobian-vector product counted as one), and ``path`` when ``save_at`` is given.
+
+    ``scheme="euler"``: Euler-Maruyama on diffrax, one score evaluation per step, strong order 1/2 in r and weak
+    order 1 (the mean of r0 - log p0(x0) is O(h)). ``scheme="milstein"``: adds the Milstein term
+    g^2 h (z^T H z - tr H) / 2 to r (H = Jacobian of the score; the noise is commutative because H is symmetric, and
+    x has additive noise so needs none), strong order 1 at the cost of D + 1 Jacobian-vector products per step; a
+    plain scan, since diffrax's Milstein solvers take diagonal noise only.
+    ``prior_log_prob`` (default ``sde.prior_log_prob``) maps one point (D,) to log p_T; a new Python lambda per call
+    compiles anew, so define it once (or pass a method of a pytree, e.g. a mixture's, whose arrays are traced).
+    ``save_at`` (times in [t0, T], strictly decreasing, Euler only): ``path`` = SamplePath(ts, x (n, m, D),
+    log_prob (n, m)), the trajectory and its running log-density (``004`` Fig. 3).
+    Points run in chunks of ``batch_size`` (None: all at once); the result does not depend on it."""
+    score, key, n, d, n_steps, t0, batch_size = _front_sampler(score, sde, key, shape, n_steps, t0, batch_size)
+    check_option(scheme, ("euler", "milstein"), "scheme")
+    lp = _traced_log_prob(sde.prior_log_prob if prior_log_prob is None else prior_log_prob)
+    dtype = jnp.result_type(float)
+    save_at = _check_save_at(save_at, scheme, t0, float(sde.T), dtype)
+    check_score(score, jnp.zeros((1, d), dtype))
+    _check_log_prob(lp, d, dtype)
+    probe_score(score, jnp.zeros((1, d), dtype), _probe_times(sde, t0))
+    return _sample_augmented(score, lp, sde, key, n, d, n_steps, t0, scheme, save_at, batch_size)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the augmented forward SDE
+
+
+class ForwardAugmented(NamedTuple):
+    """Output of :func:`augmented_forward`, per point: ``x_T`` (n, D) the end of the forward path, ``omega`` (n,)
+    the carried omega_T, ``log_prob`` (n,) = prior_log_prob(x_T) - omega_T, a one-path estimate whose mean is a lower
+    bound on log p_0^SDE(x) (equal for the true score; ``004`` Thm. 4, eqs. 11-12), and ``nfe`` (n,) score
+    evaluations per point (each Jacobian-vector product counted as one)."""
+
+    x_T: Float[Array, "n D"]
+    omega: Float[Array, " n"]
+    log_prob: Float[Array, " n"]
+    nfe: Array
+
+
+def _forward_one(score, lp, sde, n_steps, divergence, x, k, t0):
+    d = x.shape[-1]
+    ts = t0 + (sde.T - t0) * jnp.arange(n_steps + 1, dtype=x.dtype) / n_steps
+
+    def step(c, inp):
+        x, w = c
+        t, t_next, kk = inp
+        h = t_next - t
+        kz, kv = jax.random.split(kk)
+        v = None if divergence == "exact" else make_probes(kv, 1, d, "rademacher", x.dtype)
+        s, div = value_and_divergence(lambda y: score(y, t), x, v)
+        div = jnp.mean(div)
+        f, g2 = sde.f(t), sde.g2(t)
+        dw = jnp.sqrt(h) * jax.random.normal(kz, x.shape, x.dtype)
+        x_new = x + f * x * h + jnp.sqrt(g2) * dw
+        w_new = w + (-f * d + g2 * (0.5 * jnp.sum(s * s) + div)) * h + jnp.sqrt(g2) * jnp.dot(s, dw)
+        return (x_new, w_new), None
+
+    (xT, w), _ = jax.lax.scan(step, (x, jnp.zeros((), x.dtype)), (ts[:-1], ts[1:], jax.random.split(k, n_steps)))
+    per_step = 1 + (d if divergence == "exact" else 1)  # the linearisation and the JVPs of the divergence
+    return xT, w, jnp.asarray(lp(xT), x.dtype) - w, jnp.asarray(n_steps * per_step, jnp.int32)
+
+
+@eqx.filter_jit
+def _forward_kernel(score, lp, sde, x, keys, t0, n_steps, divergence, batch_size):
+    return _map_full_chunks(lambda xi, k: _forward_one(score, lp, sde, n_steps, divergence, xi, k, t0), (x, keys),
+                      batch_size)
+
+
+def augmented_forward(score: Callable, sde: LinearSDE, x: Float[Array, "n D"], *, key=None, t0: float = 1e-5,
+                      n_steps: int = 1000, divergence: str = "exact", prior_log_prob: Optional[Callable] = None,
+                      batch_size: Optional[int] = BATCH_SIZE) -> ForwardAugmented:
+    """The augmented forward SDE (``004`` Thm. 4, eq. 10), Euler-Maruyama from t0 to T, one path per point of x.
+
+    Returns :class:`ForwardAugmented` (x_T, omega, log_prob, nfe): omega_T = log p_T^SDE(x_T) - log p_0^SDE(x) + Y
+    with E[Y] >= 0 and = 0 for the true score (eqs. 11-12), so ``log_prob`` = log p_T(x_T) - omega_T has mean
+    <= log p_0^SDE(x), with equality for the true score (``prior_log_prob`` gives log p_T, default
+    ``sde.prior_log_prob``). ``divergence`` is "exact" (D JVPs per step) or "hutchinson" (one Rademacher probe per
+    step). Points run in chunks of ``batch_size``; the result does not depend on it."""
+    check_sde(sde)
+    x = check_points(x, "x")
+    key = check_key(key)
     t0 = check_t0(t0, sde.T)
+    n_steps = check_positive_int(n_steps, "n_steps")
     check_option(divergence, ("exact", "hutchinson"), "divergence")
-    n, D = x0.shape
-    ts = jnp.linspace(t0, sde.T, n_steps + 1, dtype=x0.dtype)
+    batch_size = check_batch_size(batch_size)
+    score = traced_score(score)
+    lp = _traced_log_prob(sde.prior_log_prob if prior_log_prob is None else prior_log_prob)
+    n, d = x.shape
+    check_score(score, x)
+    _check_log_prob(lp, d, x.dtype)
+    probe_score(score, x, _probe_times(sde, t0))
+    out = ForwardAugmented(*_forward_kernel(score, lp, sde, x, point_keys(key, n), jnp.asarray(t0, x.dtype),
+                                            n_steps, divergence, batch_size))
+    v = jnp.concatenate([out.x_T, out.omega[:, None], out.log_prob[:, None]], axis=1)
+    if not bool(jnp.all(jnp.isfinite(v))):
+        bad = int(np.flatnonzero(~np.isfinite(np.asarray(v)).all(axis=1))[0])
+        if bool(jnp.isfinite(out.omega[bad])) and bool(jnp.all(jnp.isfinite(out.x_T[bad]))):
+            raise ValueError(f"prior_log_prob returned a non-finite value at x_T of point {bad}")
+        raise_if_nonfinite(v, score, x, np.linspace(t0, float(sde.T), 33))
+    return out
 
-    def one(k, x):
-        def step(c, inp):
-            x, w = c
-            t, t_next, kk = inp
-            h = t_next - t
-            kz, kv = jax.random.split(kk)
-            v = None if divergence == "exact" else make_probes(kv, 1, D, "rademacher", x.dtype)
-            s, div = value_and_divergence(lambda y: score(y, t), x, v)
-            div = jnp.mean(div)
-            f, g2 = sde.f(t), sde.g2(t)
-            dw = jnp.sqrt(h) * jax.random.normal(kz, x.shape, x.dtype)
-            x_new = x + f * x * h + jnp.sqrt(g2) * dw
-            w_new = w + (-f * D + g2 * (0.5 * jnp.sum(s * s) + div)) * h + jnp.sqrt(g2) * jnp.dot(s, dw)
-            return (x_new, w_new), None
 
-        (x, w), _ = jax.lax.scan(step, (x, jnp.zeros((), x.dtype)), (ts[:-1], ts[1:], jax.random.split(k, n_steps)))
-        return x, w
-
-    return jax.vmap(one)(jax.random.split(key, n), x0)
+# --------------------------------------------------------------------------------------------------------------
+# bias diagnostics
 
 
 class BiasDiagnostics(NamedTuple):
-    """``004`` eqs. 14-15: R = E[r0 - ELBO] bounds the bias of both r0 and the ELBO; R^L <= KL(p^SDE || p^ODE) <= R^U."""
+    """``004`` eqs. 14-15, each a scalar :class:`~diffdens.Estimate` (mean over the samples, its standard error):
+    R = E[r0 - ELBO] >= 0 bounds the bias of both r0 and the ELBO; R^L <= KL(p^SDE || p^ODE) <= R^U."""
 
     R: Estimate
     R_upper: Estimate
     R_lower: Estimate
 
 
-def sde_bias_diagnostics(score, sde, key, shape, *, n_steps=1000, t0=1e-5, n_times=1000, ode_kwargs=None):
-    """R, R^U, R^L with standard errors over the samples (x0, r0) of the augmented reverse SDE (``004`` eqs. 14-15).
+def sde_bias_diagnostics(score: Callable, sde: LinearSDE, key, shape, *, n_steps: int = 1000, t0: float = 1e-5,
+                         n_times: int = 1000, ode_kwargs: Optional[dict] = None,
+                         batch_size: Optional[int] = BATCH_SIZE) -> BiasDiagnostics:
+    """R, R^U, R^L with standard errors over n samples (x0, r0) of the augmented reverse SDE (``004`` eqs. 14-15).
 
-    ELBO(x0) from :func:`diffdens.elbo` (DSM form, importance-sampled t), log p^ODE(x0) from
-    :func:`diffdens.ode_log_prob` (exact divergence unless ``ode_kwargs`` says otherwise)."""
+    ELBO(x0) from :func:`diffdens.elbo` (its defaults, ``n_times`` times per point), log p^ODE(x0) from
+    :func:`diffdens.ode_log_prob` (its defaults, updated by ``ode_kwargs``). ``batch_size`` chunks the sampler."""
     from .elbo import elbo
     from .ode import ode_log_prob
 
-    n, _ = check_shape(shape, "shape")
+    score, key, n, d, n_steps, t0, batch_size = _front_sampler(score, sde, key, shape, n_steps, t0, batch_size)
     if n < 2:
         raise ValueError(f"shape must hold at least 2 samples for a standard error, got {shape}")
+    n_times = check_positive_int(n_times, "n_times")
+    if ode_kwargs is not None and not isinstance(ode_kwargs, dict):
+        raise TypeError(f"ode_kwargs must be a dict or None, got {type(ode_kwargs).__name__}")
+    for bad in ("key", "t0", "x"):
+        if ode_kwargs and bad in ode_kwargs:
+            raise ValueError(f"ode_kwargs must not set {bad!r} (sde_bias_diagnostics sets it)")
+    lp = _traced_log_prob(sde.prior_log_prob)
+    dtype = jnp.result_type(float)
+    check_score(score, jnp.zeros((1, d), dtype))
+    probe_score(score, jnp.zeros((1, d), dtype), _probe_times(sde, t0))
     ks, ke, ko = jax.random.split(key, 3)
-    x0, r0 = sample_with_log_prob(score, sde, ks, shape, n_steps=n_steps, t0=t0)
-    lb = elbo(score, sde, x0, key=ke, n_times=n_times, t0=t0).value
-    lode = ode_log_prob(score, sde, x0, key=ko, t0=t0, **(ode_kwargs or {})).value
+    smp = _sample_augmented(score, lp, sde, ks, n, d, n_steps, t0, "euler", None, batch_size)
+    lb = elbo(score, sde, smp.x, key=ke, n_times=n_times, t0=t0).value
+    lode = ode_log_prob(score, sde, smp.x, key=ko, t0=t0, **(ode_kwargs or {})).value
 
     def mean(v):
         return Estimate(jnp.mean(v), jnp.std(v, ddof=1) / jnp.sqrt(v.shape[0]), None)
 
-    return BiasDiagnostics(mean(r0 - lb), mean(r0 - lode), mean(lb - lode))
+    return BiasDiagnostics(mean(smp.log_prob - lb), mean(smp.log_prob - lode), mean(lb - lode))

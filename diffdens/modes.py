@@ -282,7 +282,7 @@ def hd_sample(
     else:
         from .reverse import reverse_sde_sample
 
-        x_t = reverse_sde_sample(score, sde, k_x, (n, d), t0=t_threshold, n_steps=n_steps)
+        x_t = reverse_sde_sample(score, sde, k_x, (n, d), t0=t_threshold, n_steps=n_steps).x
     y, change = hd_ode(score, sde, x_t, t_threshold, key=k_h, divergence=divergence, t_end=t_end, rtol=rtol,
                        atol=atol, max_steps=max_steps)
     return HDSamples(y, x_t, change)
