@@ -115,7 +115,17 @@ def map_points(fn: Callable, args, batch_size: Optional[int]):
     n = jax.tree_util.tree_leaves(args)[0].shape[0]
     if batch_size is None or batch_size >= n:
         return jax.vmap(fn)(*args)
-    return jax.lax.map(lambda a: fn(*a), tuple(args), batch_size=int(batch_size))
+    b = int(batch_size)
+    n_chunks = -(-n // b)
+    pad = n_chunks * b - n
+
+    def chunked(a):  # pad with copies of the last point (stripped below) so every chunk has b points
+        if pad:
+            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
+        return a.reshape((n_chunks, b) + a.shape[1:])
+
+    out = jax.lax.map(lambda a: jax.vmap(fn)(*a), jax.tree_util.tree_map(chunked, tuple(args)))
+    return jax.tree_util.tree_map(lambda o: o.reshape((n_chunks * b,) + o.shape[2:])[:n], out)
 
 
 def check_batch_size(batch_size, name: str = "batch_size") -> Optional[int]:
