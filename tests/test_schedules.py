@@ -51,10 +51,10 @@ def test_exact_mixture_pf_ode_and_elbo(sde, x64):
     x = mix.sample(jax.random.key(1), 3)
     prior = lambda y: p.log_prob(y, sde.T)
     t0 = 1e-5 * sde.T
-    est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior, rtol=1e-9, atol=1e-9, t0=t0)
+    est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior, rtol=1e-8, atol=1e-8, t0=t0)
     np.testing.assert_allclose(est.value, p.log_prob(x, t0), atol=1e-5)
-    e = dd.elbo(p.score, sde, x, key=jax.random.key(2), n_times=4000, divergence="exact", prior_log_prob=prior, t0=t0)
-    assert_agrees(e.value, e.stderr, mix.log_prob(x), dof=3999, atol=1e-3, what=f"elbo on {sde}")
+    e = dd.elbo(p.score, sde, x, key=jax.random.key(2), n_times=2000, divergence="exact", prior_log_prob=prior, t0=t0)
+    assert_agrees(e.value, e.stderr, mix.log_prob(x), dof=1999, atol=1e-3, what=f"elbo on {sde}")
 
 
 def test_presets_hashable_comparable_and_reported():
@@ -97,29 +97,22 @@ def test_diffused_mixture_moments(sde):
     """p_t.sample matches the mixture's first two moments pushed through (alpha_t, sigma_t)."""
     mix = dd.standard_mixture("2d")
     t = 0.4 * sde.T
-    y = mix.diffuse(sde).sample(jax.random.key(0), 20000, t)
+    y = mix.diffuse(sde).sample(jax.random.key(0), 4000, t)
     a, s = sde.marginal(jnp.asarray(t))
     mean = mix.weights @ mix.means
-    np.testing.assert_allclose(jnp.mean(y, 0), a * mean, atol=5 * float(s + 1) / np.sqrt(20000))
+    np.testing.assert_allclose(jnp.mean(y, 0), a * mean, atol=5 * float(s + 1) / np.sqrt(4000))
 
 
-def test_forward_sample_compiles_once():
-    sde = dd.VPSDE()
-    x = jnp.ones((3, 2))
-    dd.forward_sample(sde, jax.random.key(0), x, 0.5, n_steps=20)
-    with count_compilations() as c:
-        dd.forward_sample(sde, jax.random.key(1), x, 0.7, n_steps=20, t0=0.1)
-        dd.forward_sample(dd.VPSDE(), jax.random.key(2), x, 0.3, n_steps=20)
-    assert c.n == 0
-
-
-def test_forward_sample_new_sde_moments():
+def test_forward_sample_compiles_once_and_moments():
     sde = dd.RectifiedFlowSDE()
-    x0 = jnp.ones((4000, 1))
-    y = dd.forward_sample(sde, jax.random.key(0), x0, 0.5, n_steps=200)
+    x0 = jnp.ones((2000, 1))
+    dd.forward_sample(sde, jax.random.key(0), x0, 0.3, n_steps=100)
+    with count_compilations() as c:
+        y = dd.forward_sample(dd.RectifiedFlowSDE(), jax.random.key(1), x0, 0.5, n_steps=100, t0=0.0)
+    assert c.n == 0
     a, s = sde.marginal(jnp.asarray(0.5))
-    assert abs(float(jnp.mean(y)) - float(a)) < 5 * float(s) / np.sqrt(4000) + 0.01
-    assert abs(float(jnp.std(y)) - float(s)) < 0.03
+    assert abs(float(jnp.mean(y)) - float(a)) < 5 * float(s) / np.sqrt(2000) + 0.01  # + Euler bias
+    assert abs(float(jnp.std(y)) - float(s)) < 0.04
 
 
 @pytest.mark.parametrize("sde", NEW + [dd.VPSDE()], ids=ids)
