@@ -398,7 +398,8 @@ class CosineVPSDE(ScheduleSDE):
 
     def sigma(self, t):  # sqrt(cos^2 phi0 - cos^2 phi) / cos phi0, without cancellation
         p, p0 = self._phi(t), self._phi(0.0)
-        return jnp.sqrt(jnp.sin(p - p0) * jnp.sin(p + p0)) / math.cos(p0)
+        dp = t / (1 + self.s) * (jnp.pi / 2)  # p - p0, formed without subtraction
+        return jnp.sqrt(jnp.sin(dp) * jnp.sin(p + p0)) / math.cos(p0)
 
     def f(self, t):
         return -0.5 * self.beta(t)
