@@ -116,3 +116,24 @@ def test_wrong_output_shape_names_argument():
         dd.score_from_eps(lambda x, t: x, "VP")
     with pytest.raises(ValueError, match="beta_end"):
         dd.from_discrete_timesteps(lambda x, i: x, beta_start=0.1, beta_end=0.01)
+
+
+def test_two_networks_of_one_architecture_compile_once():
+    """An adapter is a pytree holding the network: its weights are traced, so a second network of the same
+    architecture reuses the compiled function."""
+    import equinox as eqx
+    from diffdens.testing import count_compilations
+
+    sde = dd.RectifiedFlowSDE()
+    nets = [dd.init_model(3, sde, key=jax.random.key(i), hidden=8, depth=1).net for i in (0, 1)]
+
+    @eqx.filter_jit
+    def apply(score, x):
+        return jax.vmap(score, (0, None))(x, 0.5)
+
+    x = jnp.ones((2, 3))
+    apply(dd.score_from_velocity(nets[0], sde), x)
+    with count_compilations() as c:
+        apply(dd.score_from_velocity(nets[1], sde), x)
+        apply(dd.score_from_eps(nets[1], sde), x)  # another adapter type: its own compilation
+    assert c.n == 1
