@@ -3,6 +3,7 @@
 A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a scalar t.
 """
 
+from .adapters import from_discrete_timesteps, score_from_denoiser, score_from_eps, score_from_velocity
 from .augmented import BiasDiagnostics, ForwardAugmented, augmented_forward, sample_with_log_prob, sde_bias_diagnostics
 from .checkpoint import load_model, save_model
 from .data import bits_per_dim, load_digits, uniform_dequantize
@@ -17,13 +18,23 @@ from .parallel import shard_points
 from .path_integral import entropy_from_score, path_integral_log_prob
 from .profile import device_name, pick, profile
 from .reverse import reverse_sde_sample
-from .sde import LinearSDE, SubVPSDE, VESDE, VPSDE, check_sde, forward_sample
+from .sde import (CosineVPSDE, CustomSDE, EDMSDE, LinearSDE, RectifiedFlowSDE, ScheduleSDE, SubVPSDE, VESDE, VPSDE,
+                  check_sde, forward_sample)
 from .train import fit_score, weighted_score_error
-from . import book, testing
+from . import adapters, book, testing
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "from_discrete_timesteps",
+    "score_from_denoiser",
+    "score_from_eps",
+    "score_from_velocity",
+    "CosineVPSDE",
+    "CustomSDE",
+    "EDMSDE",
+    "RectifiedFlowSDE",
+    "ScheduleSDE",
     "HDSamples",
     "denoising_log_prob",
     "hd_ode",

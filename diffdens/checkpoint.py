@@ -1,13 +1,14 @@
 """Checkpoints and the trained-model cache.
 
 A checkpoint is one file: a magic tag, the sha256 of the payload, and a msgpack payload (flax.serialization) with the
-model's self-describing config (SDE class and parameters, parameterization, network sizes) and its full nnx state.
-The checksum makes a truncated or corrupted file a clear ``ValueError`` instead of garbage parameters.
+model's self-describing config (SDE class and parameters, :func:`diffdens.sde.sde_config`; parameterization; network
+sizes) and its full nnx state. The checksum makes a truncated or corrupted file a clear ``ValueError`` instead of
+garbage parameters, and :func:`load_model` checks every leaf of the stored state (presence, shape, dtype) against the
+architecture its config describes. (Why not orbax-checkpoint: see DEVELOPING.md.)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -18,34 +19,33 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, serialization
 
-from . import sde as _sde
 from .nets import ScoreModel, init_model
+from .sde import sde_config, sde_from_config
 
 MAGIC = b"DIFFDENS1"
-
-
-def _sde_config(sde) -> dict:
-    return {"class": type(sde).__name__, **dataclasses.asdict(sde)}
-
-
-def _sde_from_config(cfg: dict):
-    cfg = dict(cfg)
-    cls = getattr(_sde, cfg.pop("class"), None)
-    if cls is None or not isinstance(cls, type) or not issubclass(cls, _sde.LinearSDE):
-        raise ValueError(f"checkpoint names an unknown SDE class {cls!r}")
-    return cls(**cfg)
+NET_KEYS = ("dim", "hidden", "depth", "n_features")
 
 
 def model_config(model: ScoreModel) -> dict:
-    return {"sde": _sde_config(model.sde), "parameterization": model.parameterization, "net": model.config}
+    """The JSON-able description of ``model`` stored in its checkpoint."""
+    return {"sde": sde_config(model.sde), "parameterization": model.parameterization, "net": model.config}
+
+
+def _flat(tree) -> dict:
+    """{'layers/0/kernel': leaf, ...} for a nested dict of arrays (keys as strings, so msgpack's str keys match)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        out["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)] = leaf
+    return out
 
 
 def save_model(model: ScoreModel, path) -> Path:
-    """Write ``model`` (config + parameters) to the single file ``path``."""
+    """Write ``model`` (config + parameters) to the single file ``path`` (atomically)."""
     path = Path(path)
+    cfg = json.dumps(model_config(model))  # raises ValueError naming sde for an unserializable schedule
     path.parent.mkdir(parents=True, exist_ok=True)
     state = jax.tree_util.tree_map(np.asarray, nnx.state(model.net).to_pure_dict())
-    payload = serialization.msgpack_serialize({"config": json.dumps(model_config(model)), "state": state})
+    payload = serialization.msgpack_serialize({"config": cfg, "state": state})
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(MAGIC + hashlib.sha256(payload).digest() + payload)
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint under the final name
@@ -53,7 +53,11 @@ def save_model(model: ScoreModel, path) -> Path:
 
 
 def load_model(path) -> ScoreModel:
-    """Read a checkpoint written by :func:`save_model`; raises ValueError if it is truncated, corrupt or foreign."""
+    """Read a checkpoint written by :func:`save_model`.
+
+    Raises ValueError if the file is truncated, corrupt or foreign, or if its weights do not match the architecture
+    in its config (every leaf must be present with the config's shape and dtype; the message names the leaves).
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path {path} is not a checkpoint file")
@@ -63,20 +67,34 @@ def load_model(path) -> ScoreModel:
     digest, payload = blob[len(MAGIC): len(MAGIC) + 32], blob[len(MAGIC) + 32:]
     if hashlib.sha256(payload).digest() != digest:
         raise ValueError(f"{path} is corrupted or truncated (checksum mismatch)")
-    data = serialization.msgpack_restore(payload)
-    cfg = json.loads(data["config"])
-    net_cfg = cfg["net"]
-    model = init_model(net_cfg["dim"], _sde_from_config(cfg["sde"]), key=jax.random.key(0),
-                       parameterization=cfg["parameterization"],
-                       **{k: net_cfg[k] for k in ("hidden", "depth", "n_features")})
-    state = nnx.state(model.net)
     try:
-        restored = jax.tree_util.tree_map(jnp.asarray, data["state"])
-        state.replace_by_pure_dict(restored)
-    except Exception as e:  # a payload from another architecture
-        raise ValueError(f"{path} does not match the architecture in its config: {e}") from e
+        data = serialization.msgpack_restore(payload)
+        cfg = json.loads(data["config"])
+        net_cfg, stored = dict(cfg["net"]), data["state"]
+        sde_cfg, par = cfg["sde"], cfg["parameterization"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: malformed checkpoint payload ({e})") from e
+    missing = [k for k in NET_KEYS if k not in net_cfg]
+    if missing:
+        raise ValueError(f"{path}: the network config lacks {missing}")
+    model = init_model(net_cfg["dim"], sde_from_config(sde_cfg), key=jax.random.key(0), parameterization=par,
+                       **{k: net_cfg[k] for k in NET_KEYS[1:]})
+    state = nnx.state(model.net)
+    want, got = _flat(state.to_pure_dict()), _flat(stored)
+    problems = [f"{k} missing" for k in want if k not in got]
+    problems += [f"{k} unexpected" for k in got if k not in want]
+    for k in want.keys() & got.keys():
+        w, g = want[k], np.asarray(got[k])
+        if tuple(w.shape) != g.shape:
+            problems.append(f"{k} has shape {g.shape}, the config needs {tuple(w.shape)}")
+        elif np.dtype(w.dtype) != g.dtype:
+            problems.append(f"{k} has dtype {g.dtype}, the config needs {np.dtype(w.dtype)}")
+    if problems:
+        raise ValueError(f"{path}: the weights do not match the architecture in its config ({net_cfg}): "
+                         + "; ".join(sorted(problems)))
+    state.replace_by_pure_dict(jax.tree_util.tree_map(jnp.asarray, stored))
     nnx.update(model.net, state)
-    model.config = dict(net_cfg)
+    model.config = net_cfg
     return model
 
 
@@ -85,12 +103,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DIFFDENS_CACHE", Path.home() / ".cache" / "diffdens"))
 
 
-def cache_key(config: dict, data) -> str:
-    """A key for a training run: its full config, the data bytes and the source of the training code."""
-    from . import nets, train
-
+def cache_key(config: dict, data, sources=()) -> str:
+    """A key for a training run: its full config, the data bytes and the given source files (the training code)."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     h.update(np.ascontiguousarray(np.asarray(data)).tobytes())
-    for mod in (nets, train):
-        h.update(Path(mod.__file__).read_bytes())
+    for src in sources:
+        h.update(Path(src).read_bytes())
     return h.hexdigest()[:24]

@@ -5,10 +5,17 @@ A :class:`ScoreModel` wraps a network with its SDE and parameterization and expo
 score callable (one point x of shape (D,), scalar t) that every estimator accepts. Parameterizations of the raw
 output o = net(x, t), all scaled by 1/sigma_t so the network output stays O(1) as t -> 0:
 
-* ``"score"``:   s = o / sigma_t                              (o estimates sigma_t grad log p_t)
-* ``"eps"``:     s = -o / sigma_t                             (o estimates the noise; ``002`` / DDPM)
-* ``"entropy"``: e = o / sigma_t, s = e + 2 f(t) x / g(t)^2   (``000`` eq. 2.6 / App. A: the control
+* ``"score"``:    s = o / sigma_t                              (o estimates sigma_t grad log p_t)
+* ``"eps"``:      s = -o / sigma_t                             (o estimates the noise; ``002`` / DDPM)
+* ``"x0"``:       x0_hat = c_skip x / alpha_t + c_out o, s = (alpha_t x0_hat - x) / sigma_t^2, with EDM's
+  preconditioning (Karras et al. 2022, Table 1, sigma_data = 1) in the scaled noise level r = sigma_t / alpha_t:
+  c_skip = 1 / (1 + r^2), c_out = r / sqrt(1 + r^2)
+* ``"velocity"``: v_hat = c_v o with c_v = sqrt(alpha_t'^2 + sigma_t'^2), s = 2 (f x - v_hat) / g^2 (o estimates the
+  flow-matching velocity dx_t/dt = alpha_t' x_0 + sigma_t' eps, scaled to O(1))
+* ``"entropy"``:  e = o / sigma_t, s = e + 2 f(t) x / g(t)^2   (``000`` eq. 2.6 / App. A: the control
   u = -f x - g^2 e equals the score control f x - g^2 s; for VP e = grad log p_t + x, which vanishes as p_t -> N(0, I))
+
+The conversions are those of :mod:`diffdens.adapters`, so a trained model in any parameterization is a score.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from ._checks import check_option
+from .adapters import velocity_to_score, x0_to_score
 from .sde import LinearSDE
 
-PARAMETERIZATIONS = ("score", "entropy", "eps")
+PARAMETERIZATIONS = ("score", "entropy", "eps", "x0", "velocity")
 
 
 class Fixed(nnx.Variable):
@@ -34,8 +42,8 @@ class ScoreMLP(nnx.Module):
     def __init__(self, dim: int, *, hidden: int = 128, depth: int = 3, n_features: int = 32,
                  x_scale: float = 1.0, t_scale: float = 4.0, rngs: nnx.Rngs):
         self.dim = dim
-        self.bx = Fixed(x_scale * jax.random.normal(rngs.params(), (dim, n_features)))
-        self.bt = Fixed(t_scale * jax.random.normal(rngs.params(), (1, n_features)))
+        self.bx = Fixed(x_scale * jax.random.normal(rngs.params(), (dim, n_features), jnp.float32))
+        self.bt = Fixed(t_scale * jax.random.normal(rngs.params(), (1, n_features), jnp.float32))
         width = dim + 1 + 4 * n_features
         layers = []
         for _ in range(depth):
@@ -88,13 +96,22 @@ class ScoreModel:
 
     def score(self, x: Float[Array, " D"], t) -> Float[Array, " D"]:
         """grad log p_t(x) as this model estimates it (x of shape (D,) or (..., D), t scalar or (...))."""
-        sigma = self.sde.marginal(jnp.asarray(t, x.dtype))[1][..., None]
-        o = self.net(x, t)
-        if self.parameterization == "score":
-            return o / sigma
-        if self.parameterization == "eps":
-            return -o / sigma
         t_ = jnp.asarray(t, x.dtype)[..., None]
+        alpha, sigma = self.sde.marginal(t_)
+        o = self.net(x, t)
+        par = self.parameterization
+        if par == "score":
+            return o / sigma
+        if par == "eps":
+            return -o / sigma
+        if par == "x0":
+            r = sigma / alpha
+            x0 = (x / alpha) / (1 + r**2) + r / jnp.sqrt(1 + r**2) * o
+            return x0_to_score(x0, x, t_, self.sde)
+        if par == "velocity":
+            f, g2 = self.sde.f(t_), self.sde.g2(t_)
+            dsigma = (g2 + 2 * f * sigma**2) / (2 * sigma)  # sigma' from d sigma^2/dt = 2 f sigma^2 + g^2
+            return velocity_to_score(jnp.sqrt((f * alpha) ** 2 + dsigma**2) * o, x, t_, self.sde)
         return o / sigma + 2 * self.sde.f(t_) * x / self.sde.g2(t_)
 
     def entropy(self, x: Float[Array, " D"], t) -> Float[Array, " D"]:

@@ -7,6 +7,19 @@ lambda(t)/2 |s(x_t, t) + eps / sigma_t|^2, x_t = alpha_t x_0 + sigma_t eps, with
 * ``"song"``: lambda = sigma_t^2, t uniform (the original weighting of Song et al.);
 * ``"likelihood"``: lambda = g(t)^2, t uniform (its time integral bounds -log p, ``002`` Thm. 1);
 * ``"likelihood_is"``: lambda = g(t)^2 with t drawn from p(t) proportional to g^2 / sigma_t^2 (``002`` eq. 12).
+
+The loss is always computed on the score the model implies, so for every parameterization (``nets``) and every SDE
+(any schedule of :mod:`diffdens.sde`) the likelihood weightings train on the bound of ``002`` Thm. 1 itself. Written
+in each parameterization's own error, g^2/2 |s_hat - s|^2 is
+
+* ``"score"``: g^2 / 2 |s_hat - s|^2;   ``"eps"``: g^2 / (2 sigma^2) |eps_hat - eps|^2 (DDPM's MSE times
+  -d lambda/dt / 2, Kingma et al. 2021's continuous VDM loss);
+* ``"x0"``: g^2 alpha^2 / (2 sigma^4) |x0_hat - x0|^2;   ``"velocity"``: 2 / g^2 |v_hat - v|^2 for the flow-matching
+  velocity v = dx_t/dt (the PF-ODE drift is f x - g^2 s / 2);
+* ``"entropy"``: g^2 / 2 |e_hat - e|^2.
+
+so "likelihood" is the weighting that makes each objective the likelihood bound; "song" (sigma^2 |s_hat - s|^2, i.e.
+the plain eps MSE) is not a bound.
 """
 
 from __future__ import annotations
@@ -22,11 +35,12 @@ from flax import nnx
 from tqdm import tqdm
 
 from ._checks import as_float_array, check_option, check_positive, check_positive_int
-from .checkpoint import _sde_config, cache_dir, cache_key, load_model, save_model
+from . import adapters, nets, sde as _sde_module
+from .checkpoint import cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
 from .identities import _kl_values_impl
 from .nets import PARAMETERIZATIONS, ScoreModel, init_model
-from .sde import LinearSDE, check_sde
+from .sde import LinearSDE, check_sde, sde_config
 
 WEIGHTINGS = ("song", "likelihood", "likelihood_is")
 
@@ -68,6 +82,10 @@ def fit_score(
 ):
     """Train a :class:`~diffdens.nets.ScoreModel` on ``data`` (N, D); returns ``(model, history)``.
 
+    ``sde`` is any linear SDE (VP, sub-VP, VE, a preset schedule or ``LinearSDE.from_schedule``);
+    ``parameterization`` one of "score", "eps", "x0", "velocity", "entropy" (see :mod:`diffdens.nets`); whichever it
+    is, ``model.score`` is the implied score and the likelihood weightings minimise the likelihood bound (module doc).
+
     Each epoch throws every sample to ``n_throws`` fresh (t, eps) pairs, shuffles, and takes Adam steps (cosine
     decay) on batches of ``batch_size``. ``history["loss"]`` is the mean loss per epoch, an estimate of the weighted
     DSM objective (for the likelihood weightings: the bound of ``002`` Thm. 1 up to a data constant). Deterministic
@@ -88,10 +106,15 @@ def fit_score(
     check_positive(lr, "lr")
     sde.check_time(t0, "t0")
     N, D = data.shape
-    config = dict(sde=_sde_config(sde), parameterization=parameterization, weighting=weighting, n_throws=n_throws,
+    try:
+        sde_desc = sde_config(sde)
+    except ValueError:  # a schedule of lambdas: trained fine, but it cannot be stored or looked up in the cache
+        sde_desc, cache = repr(sde), False
+    config = dict(sde=sde_desc, parameterization=parameterization, weighting=weighting, n_throws=n_throws,
                   epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, depth=depth, n_features=n_features,
                   t0=t0, key=np.asarray(jax.random.key_data(key)).tolist())
-    path = cache_dir() / f"model-{cache_key(config, data)}.ckpt"
+    sources = [m.__file__ for m in (nets, adapters, _sde_module)] + [__file__]
+    path = cache_dir() / f"model-{cache_key(config, data, sources)}.ckpt"
     if cache and path.exists():
         try:
             model = load_model(path)

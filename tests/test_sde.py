@@ -64,3 +64,17 @@ def test_bad_params_and_times():
         dd.forward_sample(dd.VPSDE(), jax.random.key(0), jnp.zeros((2,)), 0.5)
     with pytest.raises(ValueError, match="n_steps"):
         dd.forward_sample(dd.VPSDE(), jax.random.key(0), jnp.zeros((2, 2)), 0.5, n_steps=0)
+
+
+@pytest.mark.parametrize("sde", [dd.CosineVPSDE(), dd.EDMSDE(), dd.RectifiedFlowSDE()], ids=lambda s: type(s).__name__)
+def test_new_schedules_float32_near_zero(sde):
+    """The presets keep full relative precision of sigma_t, f, g^2 and the log-SNR inverse at t = 1e-5 T in float32."""
+    t32 = jnp.float32(1e-5 * sde.T)
+    with jax.enable_x64(True):
+        t64 = jnp.float64(1e-5 * sde.T)
+        ref = [float(v) for v in (sde.marginal(t64)[1], sde.g2(t64), sde.log_snr(t64))]
+    got = [float(v) for v in (sde.marginal(t32)[1], sde.g2(t32), sde.log_snr(t32))]
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    assert abs(float(sde.log_snr_inverse(sde.log_snr(t32))) / float(t32) - 1) < 1e-4
+    x = sde.prior_sample(jax.random.key(0), (20000, 2))
+    assert abs(float(x.std()) / sde.prior_std - 1) < 0.02
