@@ -1,0 +1,77 @@
+"""diffdens: log-densities of data under diffusion models, with error bars, in JAX.
+
+A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a scalar t.
+"""
+
+from .augmented import BiasDiagnostics, augmented_forward, sample_with_log_prob, sde_bias_diagnostics
+from .checkpoint import load_model, save_model
+from .data import bits_per_dim, load_digits, uniform_dequantize
+from .elbo import elbo, hvae_elbo, variational_gap
+from .identities import entropy, kl_divergence
+from .estimate import Estimate, SamplePath, Samples, make_probes, sample_times, value_and_divergence
+from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
+from .modes import HDSamples, denoising_log_prob, hd_ode, hd_sample, mode_tracking_ode
+from .nets import ScoreMLP, ScoreModel, init_model
+from .ode import ode_encode, ode_log_prob, ode_sample
+from .parallel import shard_points
+from .path_integral import entropy_from_score, path_integral_log_prob
+from .profile import device_name, pick, profile
+from .reverse import reverse_sde_sample
+from .sde import LinearSDE, SubVPSDE, VESDE, VPSDE, check_sde, forward_sample
+from .train import fit_score, weighted_score_error
+from . import book, testing
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HDSamples",
+    "denoising_log_prob",
+    "hd_ode",
+    "hd_sample",
+    "mode_tracking_ode",
+    "shard_points",
+    "BiasDiagnostics",
+    "augmented_forward",
+    "sde_bias_diagnostics",
+    "elbo",
+    "hvae_elbo",
+    "variational_gap",
+    "entropy",
+    "kl_divergence",
+    "sample_with_log_prob",
+    "entropy_from_score",
+    "path_integral_log_prob",
+    "reverse_sde_sample",
+    "load_model",
+    "save_model",
+    "ScoreMLP",
+    "ScoreModel",
+    "init_model",
+    "fit_score",
+    "weighted_score_error",
+    "bits_per_dim",
+    "load_digits",
+    "uniform_dequantize",
+    "ode_encode",
+    "ode_log_prob",
+    "ode_sample",
+    "Estimate",
+    "SamplePath",
+    "Samples",
+    "make_probes",
+    "sample_times",
+    "value_and_divergence",
+    "DiffusedMixture",
+    "GaussianMixture",
+    "random_mixture",
+    "standard_mixture",
+    "device_name",
+    "pick",
+    "profile",
+    "LinearSDE",
+    "SubVPSDE",
+    "VESDE",
+    "VPSDE",
+    "forward_sample",
+    "check_sde",
+]
