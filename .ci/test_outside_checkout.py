@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,11 @@ def wheel_env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("outside")
     assert ROOT not in tmp.resolve().parents, "the work folder must lie outside the repository"
     env = _clean_env()
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(ROOT)], env=env)
+    # build from a copy of the sources, so that the checkout gets no build/ folder
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", ".ci-venvs", "_build", "build", "notebooks",
+                                                            "*.egg-info", "__pycache__"))
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(src)], env=env)
     wheels = glob.glob(str(tmp / "dist" / "diffdens-*.whl"))
     assert len(wheels) == 1, wheels
     base = getattr(sys, "_base_executable", sys.executable)
