@@ -1,8 +1,8 @@
 """Cost of sampling *with* the log-density: the augmented reverse SDE (one score evaluation per step, no divergence)
 vs the PF-ODE sampler with its exact divergence (``dd.ode_sample``), same network, same number of samples.
 
-    python benchmarks/augmented_speed.py          # CPU here -> results/augmented_speed_cpu.json
-    python benchmarks/augmented_speed.py --full   # on the GPU machine -> results/augmented_speed_h100.json
+    python benchmarks/augmented_speed.py          # CPU here -> diffdens/_data/benchmarks/augmented_speed_cpu.json
+    python benchmarks/augmented_speed.py --full   # on the GPU machine -> diffdens/_data/benchmarks/augmented_speed_h100.json
 """
 
 from __future__ import annotations

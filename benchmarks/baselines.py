@@ -14,8 +14,8 @@ all methods are comparable within a dataset):
 Every method is scored on the same held-out evaluation subset (``n_eval`` points, paired), with the standard error
 of the mean over those points; KDE and flow also on the whole test split.
 
-    python benchmarks/baselines.py            # quick sizes, CPU   -> results/baselines_cpu.json
-    python benchmarks/baselines.py --full     # full sizes, on the H100 machine -> results/baselines_h100.json
+    python benchmarks/baselines.py            # quick sizes, CPU   -> diffdens/_data/benchmarks/baselines_cpu.json
+    python benchmarks/baselines.py --full     # full sizes, on the H100 machine -> diffdens/_data/benchmarks/baselines_h100.json
 
 An estimator that cannot be imported (or a flowjax that is not installed) is recorded as "not available".
 """

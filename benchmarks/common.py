@@ -13,7 +13,9 @@ import jax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diffdens as dd  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# Results ship with the package (diffdens/_data/benchmarks, package data) so that the benchmark chapter can read
+# them after `pip install`, outside a checkout (importlib.resources).
+RESULTS = Path(__file__).resolve().parents[1] / "diffdens" / "_data" / "benchmarks"
 
 
 def meta(**sizes) -> dict:

@@ -1,6 +1,6 @@
 """Which estimator, at what cost: every log-density estimator of the package side by side, in one run.
 
-Three questions, one JSON (``results/estimators_<device>.json``; ``<device>`` is ``cpu`` or e.g. ``h100``):
+Three questions, one JSON (``diffdens/_data/benchmarks/estimators_<device>.json``; ``<device>`` is ``cpu`` or e.g. ``h100``):
 
 1. **Equal-accuracy cost.** On an exact-score Gaussian mixture (VP SDE; ``dd.standard_mixture("2d"/"9d")``,
    ``dd.random_mixture`` for D = 50, 100) each estimator's budget knob is swept (PF-ODE tolerance or probe count,
@@ -18,8 +18,8 @@ Three questions, one JSON (``results/estimators_<device>.json``; ``<device>`` is
 Estimators missing from the installed package are recorded as "not available". Points are sharded over all visible
 devices with ``dd.shard_points`` (one device: unchanged).
 
-    python benchmarks/estimators.py            # quick sizes, CPU here         -> results/estimators_cpu.json
-    python benchmarks/estimators.py --full     # full sizes, on the H100 machine -> results/estimators_h100.json
+    python benchmarks/estimators.py            # quick sizes, CPU here         -> diffdens/_data/benchmarks/estimators_cpu.json
+    python benchmarks/estimators.py --full     # full sizes, on the H100 machine -> diffdens/_data/benchmarks/estimators_h100.json
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 approach of the widely used public implementation (scipy RK45 on the host over the flattened batch, one Hutchinson
 probe per point, a device call and a device<->host copy at every step), same score network, same tolerances.
 
-    python benchmarks/ode_speed.py           # CPU here -> results/ode_speed_cpu.json
-    python benchmarks/ode_speed.py --full    # on the GPU machine (adds 10^4 points) -> results/ode_speed_h100.json
+    python benchmarks/ode_speed.py           # CPU here -> diffdens/_data/benchmarks/ode_speed_cpu.json
+    python benchmarks/ode_speed.py --full    # on the GPU machine (adds 10^4 points) -> diffdens/_data/benchmarks/ode_speed_h100.json
 
 Also reports the floor: mean NFE x the time of one batched network evaluation with its divergence.
 """

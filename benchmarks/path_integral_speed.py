@@ -5,7 +5,7 @@ plus the Gaussian kernel, so the ratio (target >= 0.6 on an H100) measures the e
 
 CPU (small):  PYTHONPATH=. python benchmarks/path_integral_speed.py --small
 H100 rows:    PYTHONPATH=. python benchmarks/path_integral_speed.py
-Writes benchmarks/results/path_integral_speed_<device>.json.
+Writes diffdens/_data/benchmarks/path_integral_speed_<device>.json.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diffdens as dd  # noqa: E402
 from common import timeit  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "diffdens" / "_data" / "benchmarks"  # package data
 CHUNK = 8192
 
 

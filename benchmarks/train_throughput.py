@@ -1,7 +1,7 @@
 """Training throughput of ``fit_score``: optimizer steps/s and network evaluations/s (forward + backward).
 
-    python benchmarks/train_throughput.py            # CPU here -> results/train_throughput_cpu.json
-    python benchmarks/train_throughput.py --full     # on the GPU machine -> results/train_throughput_h100.json
+    python benchmarks/train_throughput.py            # CPU here -> diffdens/_data/benchmarks/train_throughput_cpu.json
+    python benchmarks/train_throughput.py --full     # on the GPU machine -> diffdens/_data/benchmarks/train_throughput_h100.json
 
 Times the same jit-compiled epoch that ``fit_score`` runs (``diffdens.train.make_epoch``), compilation excluded.
 """

@@ -1,5 +1,6 @@
 """Chapter pairs (.md source <-> .ipynb with stored outputs) and the book build."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -99,20 +100,146 @@ def test_every_chapter_in_toc():
         assert f"notebooks/{md.stem}" in toc, f"{md.stem} missing from _toc.yml"
 
 
-def test_book_builds(tmp_path):
-    """The book builds from stored outputs with warnings as errors (toc, cross-references, bibliography)."""
+@pytest.fixture(scope="module")
+def built_html(tmp_path_factory):
+    """The book built once from stored outputs with warnings as errors (toc, cross-references, bibliography)."""
     exe = Path(sys.executable).parent / "jupyter-book"
     if not exe.exists():
         pytest.skip("jupyter-book is not installed (e.g. on the GPU machine, which has no Jupyter)")
-    out = tmp_path / "book"
+    out = tmp_path_factory.mktemp("book")
     r = subprocess.run(
         [str(exe), "build", str(ROOT), "--path-output", str(out), "--warningiserror", "--keep-going"],
         capture_output=True, text=True, timeout=900,
     )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    html = out / "_build" / "html"
+    return out / "_build" / "html"
+
+
+def _page(html: Path, md: Path):
+    from bs4 import BeautifulSoup
+
+    page = html / "notebooks" / f"{md.stem}.html"
+    assert page.exists(), f"{md.stem}: page {page} not built"
+    soup = BeautifulSoup(page.read_text(), "html.parser")
+    article = soup.find("article")
+    assert article is not None, f"{md.stem}: no <article> in the built page"
+    return soup, article
+
+
+def _chapter(slug: str) -> Path:
+    """A chapter by its slug, whatever its number (chapters get renumbered)."""
+    found = [md for md in MDS if md.stem.split("_", 1)[1] == slug]
+    assert found, f"no chapter notebooks/NN_{slug}.md"
+    return found[0]
+
+
+def _markdown_tables(text: str) -> int:
+    """Pipe tables in a Markdown string: a header row followed by a |---| separator row."""
+    lines = [l.strip() for l in text.splitlines()]
+    return sum(1 for a, b in zip(lines, lines[1:]) if a.startswith("|") and re.fullmatch(r"\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?", b))
+
+
+def test_book_builds(built_html):
+    html = built_html
     for md in MDS:
         page = html / "notebooks" / f"{md.stem}.html"
         assert page.exists(), f"{page} not built"
         assert "colab.research.google.com" in page.read_text(), f"no Colab launch button on {md.stem}"
     assert (html / "book" / "references.html").exists()
+
+
+@pytest.mark.parametrize("md", MDS, ids=lambda p: p.stem)
+def test_computed_tables_render(built_html, md):
+    """Every Markdown table, in the prose or displayed by a cell (display(Markdown(...))), is an HTML <table>."""
+    import nbformat
+
+    nb = nbformat.read(md.with_suffix(".ipynb"), as_version=4)
+    prose = sum(_markdown_tables(c.source) for c in nb.cells if c.cell_type == "markdown")
+    computed = sum(_markdown_tables(o.get("data", {}).get("text/markdown", ""))
+                   for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    _, article = _page(built_html, md)
+    n = len(article.find_all("table"))
+    assert n >= prose + computed, (f"{md.stem}: {n} <table> in the built page for {prose} tables in the prose and "
+                                   f"{computed} computed tables (Markdown outputs not rendered as MyST?)")
+
+
+def test_which_estimator_tables_render(built_html):
+    """The benchmark chapter: one <table> per computed table (and per static one)."""
+    md = _chapter("which_estimator")
+    import nbformat
+
+    nb = nbformat.read(md.with_suffix(".ipynb"), as_version=4)
+    computed = sum(_markdown_tables(o.get("data", {}).get("text/markdown", ""))
+                   for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    prose = sum(_markdown_tables(c.source) for c in nb.cells if c.cell_type == "markdown")
+    assert computed >= 1, f"{md.stem}: no computed table in its stored outputs"
+    _, article = _page(built_html, md)
+    assert len(article.find_all("table")) == computed + prose, (
+        f"{md.stem}: {len(article.find_all('table'))} <table> for {computed} computed + {prose} static tables")
+
+
+@pytest.mark.parametrize("md", MDS, ids=lambda p: p.stem)
+def test_figures_numbered_and_captioned(built_html, md):
+    """Every image of a chapter figure sits in a <figure> with a <figcaption> (a {glue:figure} with a caption)."""
+    _, article = _page(built_html, md)
+    bare = []
+    for img in article.find_all("img"):
+        if "_images/" not in img.get("src", ""):
+            continue  # logos and badges, not chapter figures
+        fig = img.find_parent("figure")
+        if fig is None or fig.find("figcaption") is None or not fig.find("figcaption").get_text(strip=True):
+            bare.append(img.get("src").rsplit("/", 1)[-1][:16])
+    assert not bare, (f"{md.stem}: {len(bare)} figure image(s) without a captioned <figure> "
+                      f"(use dd.book.figure + {{glue:figure}} with a caption): {bare}")
+
+
+@pytest.mark.parametrize("md", MDS, ids=lambda p: p.stem)
+def test_chapter_links(built_html, md):
+    """At least one {doc} link to another chapter, and a link to the notation page, in the chapter body."""
+    _, article = _page(built_html, md)
+    hrefs = [a.get("href", "") for a in article.find_all("a", class_="reference internal")]
+    pages = {h.split("#")[0].rsplit("/", 1)[-1] for h in hrefs if h and not h.startswith("#")}
+    others = {p for p in pages if re.fullmatch(r"\d\d_\w+\.html", p) and p != f"{md.stem}.html"}
+    assert others, f"{md.stem}: no {{doc}} link to another chapter ({{doc}}`NN_slug`)"
+    assert "notation.html" in pages, f"{md.stem}: no link to the notation page ({{doc}}`../book/notation`)"
+
+
+@pytest.mark.parametrize("md", MDS, ids=lambda p: p.stem)
+def test_exercises_with_checked_solution(md):
+    """The chapter ends with `## Exercises` and at least one solution code cell tagged hide-cell after it."""
+    import jupytext
+
+    nb = jupytext.read(md)
+    heads = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+             and re.search(r"^## Exercises\s*$", c.source, re.M)]
+    assert heads, f"{md.stem}: no '## Exercises' section"
+    solutions = [c for c in nb.cells[heads[-1]:] if c.cell_type == "code" and c.source.strip()
+                 and "hide-cell" in c.metadata.get("tags", [])]
+    assert solutions, f"{md.stem}: no code cell tagged hide-cell (a checked solution) after '## Exercises'"
+
+
+def test_references_have_links(built_html):
+    """Every bibliography entry carries a doi or url; the rendered references hold no internal notes."""
+    bib = (ROOT / "book" / "references.bib").read_text()
+    entries = re.findall(r"@\w+\{([^,]+),(.*?)\n\}", bib, re.S)
+    assert entries, "no entries parsed from book/references.bib"
+    missing = [k for k, body in entries if not re.search(r"^\s*(doi|url)\s*=", body, re.M | re.I)]
+    assert not missing, f"book/references.bib: entries without a doi or url: {missing}"
+    assert "seed file" not in bib.lower(), "book/references.bib holds internal 'Seed file' notes"
+    refs = (built_html / "book" / "references.html").read_text()
+    assert "seed file" not in refs.lower(), "the rendered references page shows a 'Seed file' note"
+
+
+# Sentences about how or where a chapter was produced (machines, load, what was at hand), not about its subject.
+PRODUCTION_PHRASES = [
+    "this machine", "cpu-only", "loaded", "no gpu was", "at hand", "this session", "was lent", "not lent",
+    "under load", "load average", "2-core", "two-core", "other jobs", "shared machine", "gpu machine",
+    "h100 machine", "what was run, and what was not",
+]
+
+
+@pytest.mark.parametrize("src", MDS + sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.stem)
+def test_no_production_circumstances(src):
+    hits = [f"line {i}: {phrase!r}" for i, line in enumerate(src.read_text().splitlines(), 1)
+            for phrase in PRODUCTION_PHRASES if re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", line, re.I)]
+    assert not hits, f"{src.relative_to(ROOT)} speaks of the circumstances of its production: {hits}"
