@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 import equinox as eqx
 import jax
+import numpy as np
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -223,7 +224,7 @@ def _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t
     vals, gaps = hvae_kernel(score, sde, x, point_keys(key, x.shape[0]), jnp.asarray(t0, x.dtype),
                              jnp.asarray(lam, x.dtype), drift=inference_drift, n_layers=n_layers, n_paths=n_paths,
                              batch_size=batch_size)
-    raise_if_nonfinite(vals, score, x, times)
+    raise_if_nonfinite(vals, score, x, np.concatenate([[t0], times]))
     return vals, gaps
 
 
@@ -232,8 +233,9 @@ def _hvae_point(score, sde, n_layers, n_paths, lam, drift, t0, x, key):
     ts = jnp.linspace(t0, sde.T, n_layers + 1, dtype=x.dtype)
     c = 1.0 - lam
 
-    def b_opt(y, t):  # the lambda-family inference drift (exact posterior when score is the true score)
-        return sde.f(t) * y - 0.5 * lam * sde.g2(t) * score(y, t)
+    def b_opt(y, t):  # the lam-family inference drift (exact posterior when score is the true score)
+        # lam = 0 (the forward SDE) needs no score, which may be infinite at t = 0 (e.g. a model's -eps/sigma_0)
+        return sde.f(t) * y - jnp.where(lam == 0, 0.0, 0.5 * lam * sde.g2(t) * score(y, t))
 
     b_inf = b_opt if drift is None else drift
 
