@@ -31,8 +31,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._checks import check_bool, check_key, check_option, check_points, check_positive_int, check_real, check_t0
 from ._engine import (check_batch_size, check_score, map_points, point_keys, probe_score, raise_if_nonfinite,
                       traced_score)
-from .estimate import Estimate, make_probes, sample_times, value_and_divergence
-from .path_integral import check_prior_log_prob, probe_times
+from .estimate import (Estimate, check_prior_log_prob, make_probes, probe_times, sample_times,
+                       value_and_divergence)
 from .sde import LinearSDE, check_sde
 
 FORMS = ("dsm", "ism")

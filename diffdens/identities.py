@@ -25,8 +25,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._checks import check_bool, check_key, check_points, check_positive_int, check_t0
 from ._engine import (check_batch_size, check_score, map_points, point_keys, probe_score, raise_if_nonfinite,
                       traced_score)
-from .estimate import Estimate, sample_times
-from .path_integral import probe_times
+from .estimate import Estimate, probe_times, sample_times
 from .sde import LinearSDE, check_sde
 
 EVALS_PER_CALL = 65_536

@@ -26,13 +26,12 @@ from typing import Callable, Optional
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_bool, check_key, check_option, check_points, check_positive_int, check_t0
 from ._engine import (check_batch_size, check_score, point_keys, probe_score, raise_if_nonfinite,
                       traced_score)
-from .estimate import Estimate, sample_times
+from .estimate import Estimate, check_prior_log_prob, probe_times, sample_times
 from .sde import LinearSDE, check_sde
 
 CONTROLS = ("score", "entropy")
@@ -75,27 +74,6 @@ def _resolve_control(fn, control):
         if control == "score" and name == "entropy":
             raise ValueError("control='score' needs a score s(x, t) (e.g. model.score), got model.entropy")
     return fn
-
-
-def check_prior_log_prob(prior_log_prob, x) -> Optional[Callable]:
-    """None, or a callable log pi(y) mapping one point (D,) to a scalar (checked abstractly)."""
-    if prior_log_prob is None:
-        return None
-    if not callable(prior_log_prob):
-        raise TypeError(f"prior_log_prob must be a callable log pi(y) or None, got {type(prior_log_prob).__name__}")
-    try:
-        out = jax.eval_shape(prior_log_prob, jax.ShapeDtypeStruct(x.shape[-1:], x.dtype))
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"prior_log_prob could not be evaluated on one point of shape {x.shape[-1:]}: {e}") from e
-    if getattr(out, "shape", None) != ():
-        raise ValueError(f"prior_log_prob(y) must return a scalar for y of shape {x.shape[-1:]}, "
-                         f"got {getattr(out, 'shape', type(out).__name__)}")
-    return prior_log_prob
-
-
-def probe_times(sde: LinearSDE, t0: float):
-    """A few times in [t0, T] at which the front door probes the score (and where a NaN result is diagnosed)."""
-    return np.unique(np.concatenate([np.geomspace(t0, sde.T, 6), [0.5 * sde.T]]))
 
 
 def path_integral_log_prob(
