@@ -8,7 +8,7 @@ from .augmented import BiasDiagnostics, ForwardAugmented, augmented_forward, sam
 from .checkpoint import load_model, save_model
 from .data import bits_per_dim, load_digits, uniform_dequantize
 from .elbo import elbo, hvae_elbo, variational_gap
-from .identities import entropy, kl_divergence
+from .identities import entropy, kl_divergence, weighted_score_error
 from .estimate import Estimate, SamplePath, Samples, make_probes, sample_times, value_and_divergence
 from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
 from .modes import HDSamples, denoising_log_prob, hd_ode, hd_sample, mode_tracking_ode
@@ -20,7 +20,7 @@ from .profile import device_name, pick, profile
 from .reverse import reverse_sde_sample
 from .sde import (CosineVPSDE, CustomSDE, EDMSDE, LinearSDE, RectifiedFlowSDE, ScheduleSDE, SubVPSDE, VESDE, VPSDE,
                   check_sde, forward_sample)
-from .train import fit_score, weighted_score_error
+from .train import fit_score
 from . import adapters, book, testing
 
 __version__ = "0.1.0"

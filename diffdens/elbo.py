@@ -8,25 +8,35 @@
 with x_t = alpha_t x + sigma_t eps, and elbo = -L. The two are equal in expectation (integration by parts against the
 Gaussian kernel); DSM needs no derivative of the network. Per point, n_times draws of (t, x_t) (t uniform or
 importance-sampled, log-SNR uniform) give the value and its standard error. ``eps_correction`` adds eq. 39's
-E[log q(x | x') - log p(x' | x)], x' ~ p(x_{t0} | x), with the Tweedie denoiser
-q(x | x') = N(x'/alpha + sigma^2/alpha s(x', t0), sigma^2/alpha^2 I), so the bound is on log p(x) of the data rather
-than of the t0-smoothed density.
+E[log q(x | x') - log p(x' | x)], x' = a0 x + s0 z ~ p(x_{t0} | x), with the Tweedie denoiser
+q(x | x') = N(x'/a0 + s0^2/a0 s(x', t0), s0^2/a0^2 I), so the bound is on log p(x) of the data rather than of the
+t0-smoothed density. The difference x - mean = -(s0/a0)(z + s0 s(x', t0)) is expanded analytically, so that
+
+    log q(x | x') - log p(x' | x) = D log a0 - s0 z . s(x', t0) - s0^2 |s(x', t0)|^2 / 2
+
+(forming x' and subtracting it from x instead cancels catastrophically in float32 when s0 is below the resolution of
+x, e.g. s0 ~ 0.1 t0 for sub-VP).
 """
 
 from __future__ import annotations
 
 from typing import Callable, Optional
 
+import equinox as eqx
 import jax
+import numpy as np
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_t0, check_option, check_points, check_positive_int
-from .estimate import Estimate, make_probes, sample_times, value_and_divergence
-from .path_integral import _prior_term
+from ._checks import check_bool, check_key, check_option, check_points, check_positive_int, check_real, check_t0
+from ._engine import (check_batch_size, check_score, map_points, point_keys, probe_score, raise_if_nonfinite,
+                      traced_score)
+from .estimate import (Estimate, check_prior_log_prob, make_probes, probe_times, sample_times,
+                       value_and_divergence)
 from .sde import LinearSDE, check_sde
 
 FORMS = ("dsm", "ism")
+EVALS_PER_CALL = 65_536  # score evaluations held in memory at once (points x time samples)
 
 
 def elbo(
@@ -34,29 +44,67 @@ def elbo(
     sde: LinearSDE,
     x: Float[Array, "n D"],
     *,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray = None,
     n_times: int = 1000,
     form: str = "dsm",
     importance_sampling: bool = True,
     t0: float = 1e-5,
     eps_correction: bool = True,
+    n_correction: Optional[int] = None,
     divergence: str = "hutchinson",
     prior_log_prob: Optional[Callable] = None,
+    batch_size: Optional[int] = None,
 ) -> Estimate:
-    """Per-point lower bound on log p^SDE(x) with its standard error over ``n_times`` time samples."""
+    """Per-point lower bound on log p^SDE(x) with its standard error over ``n_times`` time samples.
+
+    The eps correction (eq. 39) is averaged over ``n_correction`` draws of x' (default min(n_times, 32)): its
+    integrand is D log a0 + O(s0 |s|), of tiny variance at the usual t0, so a few draws suffice and the correction
+    costs a few percent of the bound. The stderr combines both averages (each with its own sample variance).
+    Points are processed in batches of ``batch_size`` (default: 65536 score evaluations at a time).
+    ``prior_log_prob`` replaces the closed-form Gaussian prior term (:meth:`LinearSDE.expected_prior_log_prob`) by a
+    Monte Carlo average of log pi(x_T), x_T ~ p(x_T | x), one draw per time sample."""
     check_sde(sde)
     x = check_points(x, "x")
+    key = check_key(key)
     check_option(form, FORMS, "form")
     check_option(divergence, ("exact", "hutchinson"), "divergence")
     n_times = check_positive_int(n_times, "n_times")
+    is_ = check_bool(importance_sampling, "importance_sampling")
+    eps_corr = check_bool(eps_correction, "eps_correction")
+    n_corr = check_positive_int(min(n_times, 32) if n_correction is None else n_correction, "n_correction")
     t0 = check_t0(t0, sde.T)
-    keys = jax.random.split(key, x.shape[0])
-    vals = _run(score, sde, form, n_times, bool(importance_sampling), float(t0), bool(eps_correction), divergence,
-                prior_log_prob, x, keys)
-    return Estimate.from_samples(vals)
+    batch_size = check_batch_size(batch_size)
+    if batch_size is None:
+        batch_size = max(1, EVALS_PER_CALL // (n_times * (x.shape[-1] if form == "ism" and divergence == "exact"
+                                                          else 1)))
+    prior_log_prob = check_prior_log_prob(prior_log_prob, x)
+    score = traced_score(score)
+    check_score(score, x)
+    times = probe_times(sde, t0)
+    probe_score(score, x, times)
+    est = elbo_kernel(score, sde, x, point_keys(key, x.shape[0]), jnp.asarray(t0, x.dtype), form=form, m=n_times,
+                      is_=is_, eps_corr=eps_corr, n_corr=n_corr, divergence=divergence,
+                      prior_log_prob=prior_log_prob, batch_size=batch_size)
+    raise_if_nonfinite(est.value, score, x, times)
+    return est
 
 
-def _per_point(score, sde, form, m, is_, t0, eps_corr, divergence, prior_log_prob, x, key):
+def eps_correction_terms(score, sde, x, key, t0, m):
+    """m draws of log q(x | x') - log p(x' | x), x' ~ p(x_{t0} | x) (eq. 39), in the cancellation-free form."""
+    a0, s0 = sde.marginal(t0)
+    z = jax.random.normal(key, (m, x.shape[-1]), x.dtype)
+    s = jax.vmap(score, in_axes=(0, None))(a0 * x + s0 * z, t0)
+    return x.shape[-1] * jnp.log(a0) - s0 * jnp.sum(z * s, -1) - 0.5 * s0**2 * jnp.sum(s**2, -1)
+
+
+def _mean_var(v):
+    m = v.shape[-1]
+    mean = jnp.mean(v, -1)
+    var = jnp.sum((v - mean) ** 2, -1) / (m - 1) / m if m > 1 else jnp.full_like(mean, jnp.nan)
+    return mean, var
+
+
+def _per_point(score, sde, form, m, is_, t0, eps_corr, n_corr, divergence, prior_log_prob, x, key):
     d = x.shape[-1]
     kt, ke, kp, kT, kc = jax.random.split(key, 5)
     t, w = sample_times(sde, kt, (m,), t0=t0, importance_sampling=is_, dtype=x.dtype)
@@ -66,41 +114,40 @@ def _per_point(score, sde, form, m, is_, t0, eps_corr, divergence, prior_log_pro
     g2, f = sde.g2(t), sde.f(t)
     if form == "dsm":
         s = jax.vmap(score)(xt, t)
-        inner = g2 * (jnp.sum((s + eps / sigma[:, None]) ** 2, -1) - jnp.sum(eps**2, -1) / sigma**2)
+        # |s + eps/sigma|^2 - |eps|^2/sigma^2 = |s|^2 + 2 s.eps/sigma (no cancellation of two large terms)
+        inner = g2 * (jnp.sum(s**2, -1) + 2 * jnp.sum(s * eps, -1) / sigma)
     else:
-        probes = None if divergence == "exact" else make_probes(kp, m, d, "rademacher", x.dtype)[:, None, :]
-
         def s_and_div(y, tt, v):
             val, div = value_and_divergence(lambda z: score(z, tt), y, v)
             return val, jnp.mean(div)
 
-        s, div = jax.vmap(s_and_div)(xt, t, probes) if probes is not None else jax.vmap(
-            lambda y, tt: s_and_div(y, tt, None))(xt, t)
+        if divergence == "exact":
+            s, div = jax.vmap(lambda y, tt: s_and_div(y, tt, None))(xt, t)
+        else:
+            probes = make_probes(kp, m, d, "rademacher", x.dtype)[:, None, :]
+            s, div = jax.vmap(s_and_div)(xt, t, probes)
         inner = g2 * (2 * div + jnp.sum(s**2, -1))
     term = 0.5 * inner - d * f
     if prior_log_prob is None:
-        prior = _prior_term(sde, x)
+        prior = sde.expected_prior_log_prob(x)
     else:
         aT, sT = sde.marginal(jnp.asarray(sde.T, x.dtype))
         prior = jax.vmap(prior_log_prob)(aT * x + sT * jax.random.normal(kT, (m, d), x.dtype))
-    vals = prior - w * term
+    value, var = _mean_var(prior - w * term)
     if eps_corr:
-        a0, s0 = sde.marginal(jnp.asarray(t0, x.dtype))
-        z = jax.random.normal(kc, (m, d), x.dtype)
-        xp = a0 * x + s0 * z
-        mean = xp / a0 + s0**2 / a0 * jax.vmap(score, in_axes=(0, None))(xp, jnp.asarray(t0, x.dtype))
-        sq = s0 / a0  # std of q
-        log_q = -0.5 * jnp.sum((x - mean) ** 2, -1) / sq**2 - d * jnp.log(sq) - 0.5 * d * jnp.log(2 * jnp.pi)
-        log_fwd = -0.5 * jnp.sum(z**2, -1) - d * jnp.log(s0) - 0.5 * d * jnp.log(2 * jnp.pi)
-        vals = vals + log_q - log_fwd
-    return vals
+        cv, cvar = _mean_var(eps_correction_terms(score, sde, x, kc, t0, n_corr))
+        value, var = value + cv, var + cvar
+    return value, jnp.sqrt(var)
 
 
-def _run_impl(score, sde, form, m, is_, t0, eps_corr, divergence, prior_log_prob, x, keys):
-    return jax.vmap(lambda xx, k: _per_point(score, sde, form, m, is_, t0, eps_corr, divergence, prior_log_prob, xx, k))(x, keys)
-
-
-_run = jax.jit(_run_impl, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7, 8))
+@eqx.filter_jit
+def elbo_kernel(score, sde, x, keys, t0, *, form, m, is_, eps_corr, n_corr, divergence, prior_log_prob,
+                batch_size) -> Estimate:
+    """The unchecked kernel of :func:`elbo` (``score`` traced, ``t0`` a traced scalar)."""
+    value, stderr = map_points(
+        lambda xx, k: _per_point(score, sde, form, m, is_, t0, eps_corr, n_corr, divergence, prior_log_prob, xx, k),
+        (x, keys), batch_size)
+    return Estimate(value, stderr, None)
 
 
 def hvae_elbo(
@@ -108,21 +155,23 @@ def hvae_elbo(
     sde: LinearSDE,
     x: Float[Array, "n D"],
     *,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray = None,
     n_layers: int,
     n_paths: int = 64,
     lam: float = 0.0,
     inference_drift: Optional[Callable] = None,
     t0: float = 0.0,
+    batch_size: Optional[int] = None,
 ) -> Estimate:
     """The discrete-time ELBO of the L-layer hierarchical VAE (``001_4a6883c9517e568d.txt`` eqs. 19-23).
 
-    Decoder: Euler-Maruyama steps of the lambda plug-in reverse SDE (eq. 27) on a uniform grid of ``n_layers`` steps
+    ``lam`` is the parameter of Huang et al.'s reverse-SDE family (eta in the book's prose, lam < 1).
+    Decoder: Euler-Maruyama steps of the lam plug-in reverse SDE (eq. 27) on a uniform grid of ``n_layers`` steps
     of [t0, T], prior N(0, prior_std^2). Encoder: Euler-Maruyama steps of the inference SDE, by default the
-    lambda-family inference SDE dY = (f y - lam/2 g^2 s) dt + sqrt(1 - lam) g dB (the forward SDE for lam = 0), or
+    lam-family inference SDE dY = (f y - lam/2 g^2 s) dt + sqrt(1 - lam) g dB (the forward SDE for lam = 0), or
     dY = inference_drift(y, t) dt + sqrt(1 - lam) g dB. Tends to the CT-ELBO as n_layers grows (Thm. 5). Per point,
     the value and stderr are over ``n_paths`` encoder paths."""
-    vals, _ = _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0)
+    vals, _ = _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size)
     return Estimate.from_samples(vals)
 
 
@@ -131,37 +180,52 @@ def variational_gap(
     sde: LinearSDE,
     x: Float[Array, "n D"],
     *,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray = None,
     inference_drift: Callable,
     n_layers: int,
     n_paths: int = 64,
     lam: float = 0.0,
     t0: float = 0.0,
+    batch_size: Optional[int] = None,
 ) -> Estimate:
     """Thm. 4 of ``001_4a6883c9517e568d.txt`` (eq. 18): log p(x) - CT-ELBO = 1/2 int E_Q |a - a*|^2 ds, here written
     as the time integral of |b - b*|^2 / (2 (1 - lam) g^2) along the encoder paths of :func:`hvae_elbo`, where b is the
     encoder drift and b* = f y - lam/2 g^2 s the optimal one. Exact when ``score`` is the true score of the
     generative model's marginals (e.g. an exact mixture score, whose plug-in reverse SDE has marginals p_t).
     The same ``key`` as :func:`hvae_elbo` gives the same paths."""
-    _, gaps = _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0)
+    if inference_drift is None:
+        raise TypeError("inference_drift must be a callable b(y, t), got None")
+    _, gaps = _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size)
     return Estimate.from_samples(gaps)
 
 
-def _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0):
+def _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size):
     check_sde(sde)
     x = check_points(x, "x")
+    key = check_key(key)
     n_layers = check_positive_int(n_layers, "n_layers")
     n_paths = check_positive_int(n_paths, "n_paths")
-    lam = float(lam)
+    lam = check_real(lam, "lam")
     if not lam < 1.0:
         raise ValueError(f"lam must be < 1 (lam = 1 is the ODE, which has no ELBO), got {lam}")
-    t0 = float(t0)
-    if not 0.0 <= t0 < sde.T:
-        raise ValueError(f"t0 must lie in [0, T={sde.T}), got {t0}")
-    if inference_drift is not None and not callable(inference_drift):
-        raise ValueError(f"inference_drift must be a callable b(y, t), got {type(inference_drift).__name__}")
-    keys = jax.random.split(key, x.shape[0])
-    return _hvae(score, sde, n_layers, n_paths, lam, inference_drift, t0, x, keys)
+    t0 = check_real(t0, "t0", lo=0.0, hi=float(sde.T), open_hi=True)
+    if not float(sde.g2(t0)) > 0:
+        raise ValueError(f"t0 must be > 0 for {type(sde).__name__}, whose g(t0)^2 = 0 at t0 = {t0} (no Gaussian layer)")
+    batch_size = check_batch_size(batch_size)
+    if batch_size is None:
+        batch_size = max(1, EVALS_PER_CALL // n_paths)
+    if inference_drift is not None:
+        inference_drift = traced_score(inference_drift, "inference_drift")
+        check_score(inference_drift, x, name="inference_drift")
+    score = traced_score(score)
+    check_score(score, x)
+    times = probe_times(sde, max(t0, 1e-5 * sde.T))
+    probe_score(score, x, times)
+    vals, gaps = hvae_kernel(score, sde, x, point_keys(key, x.shape[0]), jnp.asarray(t0, x.dtype),
+                             jnp.asarray(lam, x.dtype), drift=inference_drift, n_layers=n_layers, n_paths=n_paths,
+                             batch_size=batch_size)
+    raise_if_nonfinite(vals, score, x, np.concatenate([[t0], times]))
+    return vals, gaps
 
 
 def _hvae_point(score, sde, n_layers, n_paths, lam, drift, t0, x, key):
@@ -169,8 +233,9 @@ def _hvae_point(score, sde, n_layers, n_paths, lam, drift, t0, x, key):
     ts = jnp.linspace(t0, sde.T, n_layers + 1, dtype=x.dtype)
     c = 1.0 - lam
 
-    def b_opt(y, t):  # the lambda-family inference drift (exact posterior when score is the true score)
-        return sde.f(t) * y - 0.5 * lam * sde.g2(t) * score(y, t)
+    def b_opt(y, t):  # the lam-family inference drift (exact posterior when score is the true score)
+        # lam = 0 (the forward SDE) needs no score, which may be infinite at t = 0 (e.g. a model's -eps/sigma_0)
+        return sde.f(t) * y - jnp.where(lam == 0, 0.0, 0.5 * lam * sde.g2(t) * score(y, t))
 
     b_inf = b_opt if drift is None else drift
 
@@ -197,8 +262,8 @@ def _hvae_point(score, sde, n_layers, n_paths, lam, drift, t0, x, key):
     return jax.vmap(path)(jax.random.split(key, n_paths))
 
 
-def _hvae_impl(score, sde, n_layers, n_paths, lam, drift, t0, x, keys):
-    return jax.vmap(lambda xx, k: _hvae_point(score, sde, n_layers, n_paths, lam, drift, t0, xx, k))(x, keys)
-
-
-_hvae = jax.jit(_hvae_impl, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+@eqx.filter_jit
+def hvae_kernel(score, sde, x, keys, t0, lam, *, drift, n_layers, n_paths, batch_size):
+    """The unchecked kernel of :func:`hvae_elbo` and :func:`variational_gap`: per-path (values, gaps), (n, n_paths)."""
+    return map_points(lambda xx, k: _hvae_point(score, sde, n_layers, n_paths, lam, drift, t0, xx, k), (x, keys),
+                      batch_size)

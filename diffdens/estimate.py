@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_option
@@ -115,3 +116,24 @@ def sample_times(
     t = jnp.clip(sde.log_snr_inverse(lam1 + (lam0 - lam1) * u), t0, t1)
     sigma2 = sde.marginal(t)[1] ** 2
     return t, (lam0 - lam1) * sigma2 / sde.g2(t)
+
+
+def check_prior_log_prob(prior_log_prob, x) -> Optional[Callable]:
+    """None, or a callable log pi(y) mapping one point (D,) to a scalar (checked abstractly)."""
+    if prior_log_prob is None:
+        return None
+    if not callable(prior_log_prob):
+        raise TypeError(f"prior_log_prob must be a callable log pi(y) or None, got {type(prior_log_prob).__name__}")
+    try:
+        out = jax.eval_shape(prior_log_prob, jax.ShapeDtypeStruct(x.shape[-1:], x.dtype))
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"prior_log_prob could not be evaluated on one point of shape {x.shape[-1:]}: {e}") from e
+    if getattr(out, "shape", None) != ():
+        raise ValueError(f"prior_log_prob(y) must return a scalar for y of shape {x.shape[-1:]}, "
+                         f"got {getattr(out, 'shape', type(out).__name__)}")
+    return prior_log_prob
+
+
+def probe_times(sde: LinearSDE, t0: float):
+    """A few times in [t0, T] at which the front door probes the score (and where a NaN result is diagnosed)."""
+    return np.unique(np.concatenate([np.geomspace(t0, sde.T, 6), [0.5 * sde.T]]))

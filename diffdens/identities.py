@@ -7,97 +7,158 @@ For the forward SDE dx = f(t) x dt + g(t) dW started from p (resp. q), with marg
 
 Both are estimated from samples of p: each sample is diffused to ``n_times`` times t (uniform on [t0, T], or
 importance-sampled as in ``002_f66275a1c9cf2a92.txt`` eq. 12), so the per-sample values are i.i.d. and the result
-carries a standard error over samples. H(p_T) is taken as the entropy of the prior N(0, prior_std^2 I): the error is
+carries a standard error over samples. Both are *population* estimates: a 0-d ``Estimate`` (value, stderr),
+not per-point values. H(p_T) is taken as the entropy of the prior N(0, prior_std^2 I): the error is
 O(alpha_T^2) for VP/subVP and O(Var/sigma_max^2) for VE, far below the Monte Carlo error at the book's settings.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_points, check_positive_int, check_t0
-from .estimate import Estimate, sample_times
+from ._checks import check_bool, check_key, check_points, check_positive_int, check_t0
+from ._engine import (check_batch_size, check_score, map_points, point_keys, probe_score, raise_if_nonfinite,
+                      traced_score)
+from .estimate import Estimate, probe_times, sample_times
 from .sde import LinearSDE, check_sde
 
+EVALS_PER_CALL = 65_536
 
-def _scalar(vals: Float[Array, " n"]) -> Estimate:
-    """A population quantity from i.i.d. per-sample values: value and stderr are 0-d arrays."""
+
+def population_estimate(vals: Float[Array, " n"]) -> Estimate:
+    """A population quantity from i.i.d. per-sample values: value and stderr are 0-d arrays (stderr by two passes)."""
     n = vals.shape[0]
-    return Estimate(jnp.mean(vals), jnp.std(vals, ddof=1) / math.sqrt(n) if n > 1 else jnp.asarray(jnp.nan))
+    mean = jnp.mean(vals)
+    se = jnp.sqrt(jnp.sum((vals - mean) ** 2) / (n - 1) / n) if n > 1 else jnp.asarray(jnp.nan, vals.dtype)
+    return Estimate(mean, se, None)
 
 
-def _diffuse(sde, x, key, m, t0, importance_sampling):
-    """m (t, x_t, weight) draws per sample: (m, n) times and weights, (m, n, D) points."""
-    kt, ke = jax.random.split(key)
-    t, w = sample_times(sde, kt, (m, x.shape[0]), t0=t0, importance_sampling=importance_sampling, dtype=x.dtype)
-    alpha, sigma = sde.marginal(t)
-    xt = alpha[..., None] * x + sigma[..., None] * jax.random.normal(ke, (m,) + x.shape, x.dtype)
-    return t, w, xt
-
-
-def _validate(sde, samples, n_times, t0, name):
+def _front(sde, x, key, n_times, t0, importance_sampling, batch_size, scores, name):
     check_sde(sde)
-    samples = check_points(samples, name)
-    if samples.shape[0] < 2:
-        raise ValueError(f"{name} needs at least 2 samples for a standard error, got {samples.shape[0]}")
-    return samples, check_positive_int(n_times, "n_times"), check_t0(t0, sde.T)
+    x = check_points(x, name)
+    if x.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 samples for a standard error, got {x.shape[0]}")
+    key = check_key(key)
+    n_times = check_positive_int(n_times, "n_times")
+    t0 = check_t0(t0, sde.T)
+    is_ = check_bool(importance_sampling, "importance_sampling")
+    batch_size = check_batch_size(batch_size)
+    if batch_size is None:
+        batch_size = max(1, EVALS_PER_CALL // n_times)
+    times = probe_times(sde, t0)
+    out = []
+    for sname, sc in scores:
+        sc = traced_score(sc, sname)
+        check_score(sc, x, name=sname)
+        probe_score(sc, x, times, name=sname)
+        out.append(sc)
+    return x, key, n_times, t0, is_, batch_size, times, out
 
 
 def kl_divergence(
     score_p: Callable,
     score_q: Callable,
     sde: LinearSDE,
-    samples_p: Float[Array, "n D"],
+    x: Float[Array, "n D"],
     *,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray = None,
     n_times: int = 16,
     importance_sampling: bool = False,
     t0: float = 1e-5,
+    batch_size: Optional[int] = None,
 ) -> Estimate:
-    """KL(p || q) from the scores of p_t and q_t and samples of p (``003_4cfdcc379dd9f743.txt`` Thm. 1, eq. 5).
+    """KL(p || q) from the scores of p_t and q_t and samples x of p (``003_4cfdcc379dd9f743.txt`` Thm. 1, eq. 5).
 
-    Returns a scalar ``Estimate`` (value, stderr over the samples)."""
-    samples_p, n_times, t0 = _validate(sde, samples_p, n_times, t0, "samples_p")
-    return _scalar(_kl_values(score_p, score_q, sde, samples_p, key, n_times, bool(importance_sampling), float(t0)))
+    A population estimate: a 0-d ``Estimate`` (value, stderr over the samples), ``n_times`` times per sample."""
+    x, key, m, t0, is_, bs, times, (sp, sq) = _front(sde, x, key, n_times, t0, importance_sampling, batch_size,
+                                                      [("score_p", score_p), ("score_q", score_q)], "x")
+    vals = kl_kernel(sp, sq, sde, x, point_keys(key, x.shape[0]), jnp.asarray(t0, x.dtype), m=m, is_=is_,
+                     batch_size=bs)
+    raise_if_nonfinite(vals, sp, x, times, name="score_p")
+    return population_estimate(vals)
+
+
+def weighted_score_error(
+    score: Callable,
+    exact_score: Callable,
+    sde: LinearSDE,
+    x: Float[Array, "n D"],
+    *,
+    key: PRNGKeyArray = None,
+    n_times: int = 64,
+    t0: float = 1e-5,
+    batch_size: Optional[int] = None,
+) -> Estimate:
+    """The likelihood-weighted Fisher divergence of a model from the exact score, over data x:
+    1/2 int_{t0}^T g(t)^2 E_{x_t} |score - exact_score|^2 dt (t importance-sampled, x_t diffused from x), i.e. the
+    Thm. 1 integrand of :func:`kl_divergence`. A population estimate: a 0-d ``Estimate`` (value, stderr)."""
+    x, key, m, t0, is_, bs, times, (s, se) = _front(sde, x, key, n_times, t0, True, batch_size,
+                                                     [("score", score), ("exact_score", exact_score)], "x")
+    vals = kl_kernel(se, s, sde, x, point_keys(key, x.shape[0]), jnp.asarray(t0, x.dtype), m=m, is_=True,
+                     batch_size=bs)
+    raise_if_nonfinite(vals, s, x, times)
+    return population_estimate(vals)
 
 
 def entropy(
     score: Callable,
     sde: LinearSDE,
-    samples: Float[Array, "n D"],
+    x: Float[Array, "n D"],
     *,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray = None,
     n_times: int = 16,
     importance_sampling: bool = False,
     t0: float = 1e-5,
+    batch_size: Optional[int] = None,
 ) -> Estimate:
-    """Differential entropy H(p) in nats from the score of p_t and samples of p (``003_4cfdcc379dd9f743.txt`` Thm. 4,
-    eq. 10). Returns a scalar ``Estimate`` (value, stderr over the samples)."""
-    samples, n_times, t0 = _validate(sde, samples, n_times, t0, "samples")
-    vals = _entropy_values(score, sde, samples, key, n_times, bool(importance_sampling), float(t0))
-    d = samples.shape[-1]
+    """Differential entropy H(p) in nats from the score of p_t and samples x of p (``003_4cfdcc379dd9f743.txt``
+    Thm. 4, eq. 10). A population estimate: a 0-d ``Estimate`` (value, stderr over the samples)."""
+    x, key, m, t0, is_, bs, times, (s,) = _front(sde, x, key, n_times, t0, importance_sampling, batch_size,
+                                                 [("score", score)], "x")
+    vals = entropy_kernel(s, sde, x, point_keys(key, x.shape[0]), jnp.asarray(t0, x.dtype), m=m, is_=is_,
+                          batch_size=bs)
+    raise_if_nonfinite(vals, s, x, times)
+    d = x.shape[-1]
     h_prior = 0.5 * d * math.log(2 * math.pi * math.e * sde.prior_std**2)
-    est = _scalar(vals)
-    return Estimate(h_prior + est.value, est.stderr)
+    est = population_estimate(vals)
+    return Estimate(h_prior + est.value, est.stderr, None)
 
 
-def _kl_values_impl(score_p, score_q, sde, x, key, m, is_, t0):
-    t, w, xt = _diffuse(sde, x, key, m, t0, is_)
-    sp, sq = jax.vmap(jax.vmap(score_p))(xt, t), jax.vmap(jax.vmap(score_q))(xt, t)
-    return jnp.mean(0.5 * w * sde.g2(t) * jnp.sum((sp - sq) ** 2, -1), axis=0)
+def _diffuse(sde, x, key, m, t0, is_):
+    """m (t, x_t, weight) draws for one sample x: (m,) times and weights, (m, D) points."""
+    kt, ke = jax.random.split(key)
+    t, w = sample_times(sde, kt, (m,), t0=t0, importance_sampling=is_, dtype=x.dtype)
+    alpha, sigma = sde.marginal(t)
+    xt = alpha[:, None] * x + sigma[:, None] * jax.random.normal(ke, (m,) + x.shape, x.dtype)
+    return t, w, xt
 
 
-def _entropy_values_impl(score, sde, x, key, m, is_, t0):
-    t, w, xt = _diffuse(sde, x, key, m, t0, is_)
-    s = jax.vmap(jax.vmap(score))(xt, t)
-    inner = 2 * sde.f(t) * jnp.sum(xt * s, -1) - sde.g2(t) * jnp.sum(s**2, -1)
-    return jnp.mean(0.5 * w * inner, axis=0)
+@eqx.filter_jit
+def kl_kernel(score_p, score_q, sde, x, keys, t0, *, m, is_, batch_size):
+    """Per-sample Thm. 1 integrands (unchecked): 1/2 mean_t w g^2 |s_p - s_q|^2 for each sample of x."""
+
+    def one(xx, k):
+        t, w, xt = _diffuse(sde, xx, k, m, t0, is_)
+        sp, sq = jax.vmap(score_p)(xt, t), jax.vmap(score_q)(xt, t)
+        return jnp.mean(0.5 * w * sde.g2(t) * jnp.sum((sp - sq) ** 2, -1))
+
+    return map_points(one, (x, keys), batch_size)
 
 
-_kl_values = jax.jit(_kl_values_impl, static_argnums=(0, 1, 2, 5, 6, 7))
-_entropy_values = jax.jit(_entropy_values_impl, static_argnums=(0, 1, 4, 5, 6))
+@eqx.filter_jit
+def entropy_kernel(score, sde, x, keys, t0, *, m, is_, batch_size):
+    """Per-sample Thm. 4 integrands (unchecked), without the prior entropy H(p_T)."""
+
+    def one(xx, k):
+        t, w, xt = _diffuse(sde, xx, k, m, t0, is_)
+        s = jax.vmap(score)(xt, t)
+        inner = 2 * sde.f(t) * jnp.sum(xt * s, -1) - sde.g2(t) * jnp.sum(s**2, -1)
+        return jnp.mean(0.5 * w * inner)
+
+    return map_points(one, (x, keys), batch_size)

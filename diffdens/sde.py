@@ -110,6 +110,14 @@ class LinearSDE:
         eps = jax.random.normal(key, jnp.shape(x0), dtype=jnp.result_type(x0))
         return alpha * x0 + sigma * eps, eps
 
+    def expected_prior_log_prob(self, x: Float[Array, "*b D"]) -> Float[Array, "*b"]:
+        """E_{x_T ~ N(alpha_T x, sigma_T^2 I)} log N(x_T; 0, prior_std^2 I) in closed form: the prior term of the
+        ELBO and the path-integral bound for data x."""
+        a, s = self.marginal(jnp.asarray(self.T, jnp.result_type(x)))
+        d = x.shape[-1]
+        v = self.prior_std**2
+        return -0.5 * (a**2 * jnp.sum(x**2, -1) + d * s**2) / v - 0.5 * d * jnp.log(2 * jnp.pi * v)
+
 
 def _vp_beta_integral(beta_min, beta_max, t):
     return beta_min * t + 0.5 * (beta_max - beta_min) * t**2

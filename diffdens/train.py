@@ -38,7 +38,6 @@ from ._checks import as_float_array, check_option, check_positive, check_positiv
 from . import adapters, nets, sde as _sde_module
 from .checkpoint import cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
-from .identities import _kl_values_impl
 from .nets import PARAMETERIZATIONS, ScoreModel, init_model
 from .sde import LinearSDE, check_sde, sde_config
 
@@ -179,12 +178,3 @@ def make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, 
         return params, opt_state, jnp.mean(losses)
 
     return epoch
-
-
-def weighted_score_error(score, exact_score, sde: LinearSDE, x0, key, *, t0: float = 1e-5, n_times: int = 64):
-    """E_t E_{x_t} [ g(t)^2 |score - exact_score|^2 ] / 2 over t in [t0, T] (importance-sampled), x_t from data x0:
-    the likelihood-weighted Fisher divergence of the model, with its standard error (mean, stderr)."""
-    x0 = as_float_array(x0, "x0")
-    n = x0.shape[0]
-    vals = _kl_values_impl(score, exact_score, sde, x0, key, n_times, True, t0)  # the Thm. 1 integrand, per point
-    return float(vals.mean()), float(vals.std() / math.sqrt(n))

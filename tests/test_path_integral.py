@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 import diffdens as dd
+from diffdens.testing import assert_agrees, assert_rate, assert_unbiased
+
+SDES = [dd.VPSDE(), dd.SubVPSDE(), dd.VESDE()]
 
 
 def _setup(sde, n=3, D=2):
@@ -12,52 +15,87 @@ def _setup(sde, n=3, D=2):
     return mix, p, mix.sample(jax.random.key(0), n)
 
 
-@pytest.mark.parametrize("sde", [dd.VPSDE(), dd.VESDE()], ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("control", ["score", "entropy"])
 def test_exact_score_unbiased(sde, control):
-    mix, p, x = _setup(sde)
+    mix, p, x = _setup(sde, n=4)
     fn = p.score if control == "score" else dd.entropy_from_score(p.score, sde)
     est = dd.path_integral_log_prob(fn, sde, x, key=jax.random.key(1), n_throws=50_000, control=control,
-                                    prior_log_prob=lambda y: p.log_prob(y, sde.T))
-    z = (est.value - mix.log_prob(x)) / est.stderr
-    assert jnp.all(jnp.abs(z) < 3.5), z
-    # the pooled mean error over points is also within 3 of its stderr
-    assert abs(float(jnp.sum(est.value - mix.log_prob(x)))) < 3 * float(jnp.sqrt(jnp.sum(est.stderr**2)))
+                                    prior_log_prob=jax.tree_util.Partial(p.log_prob, t=sde.T))
+    assert_agrees(est.value, est.stderr, mix.log_prob(x))
+    assert_unbiased(est.value, est.stderr, mix.log_prob(x))
+
+
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
+def test_stderr_is_honest_with_the_defaults(sde):
+    """Issue 16 (2): over 200 replicates of one point, the empirical SD of the estimate over the mean reported
+    stderr lies in [0.8, 1.25] at 10^3 and 10^4 throws (with 200 replicates the ratio's own SD is about 0.05).
+    Sub-VP with uniform times and the sampled linear term gave 2.2 at 10^3 throws."""
+    mix, p, x = _setup(sde, n=1)
+    xs = jnp.repeat(x, 200, axis=0)  # replicates as points: one key per point
+    for n in (1_000, 10_000):
+        e = dd.path_integral_log_prob(p.score, sde, xs, key=jax.random.key(n), n_throws=n)
+        ratio = float(np.std(np.asarray(e.value, np.float64), ddof=1) / np.mean(np.asarray(e.stderr)))
+        assert 0.8 <= ratio <= 1.25, (n, ratio)
+
+
+def test_one_throw_has_nan_stderr():
+    """Issue 16 (3): a single throw has no spread: its stderr is NaN, not 0."""
+    mix, p, x = _setup(dd.VPSDE())
+    e = dd.path_integral_log_prob(p.score, dd.VPSDE(), x, key=jax.random.key(0), n_throws=1)
+    assert np.all(np.isnan(np.asarray(e.stderr))) and np.all(np.isfinite(np.asarray(e.value)))
+
+
+def test_variance_merge_is_stable_in_float32():
+    """Issue 16 (3): an offset of 3e4 in every throw (a constant prior term) leaves the stderr unchanged; sums of
+    squares in float32 lose it (s2/n - mean^2 cancels to within ~50 of a variance of ~100)."""
+    sde = dd.VPSDE()
+    mix, p, x = _setup(sde)
+    kw = dict(key=jax.random.key(2), n_throws=20_000, chunk_size=4096)
+    a = dd.path_integral_log_prob(p.score, sde, x, prior_log_prob=lambda y: 0.0 * jnp.sum(y), **kw)
+    b = dd.path_integral_log_prob(p.score, sde, x, prior_log_prob=lambda y: 3e4 + 0.0 * jnp.sum(y), **kw)
+    np.testing.assert_allclose(np.asarray(b.stderr), np.asarray(a.stderr), rtol=1e-3)
+    np.testing.assert_allclose(np.asarray(b.value - 3e4), np.asarray(a.value), atol=0.05)
 
 
 def test_error_shrinks_like_inverse_sqrt_n():
     sde = dd.VPSDE()
     mix, p, x = _setup(sde, n=1)
-    ns = [100, 1000, 10000]
-    rms = []
+    xs = jnp.repeat(x, 32, axis=0)
+    ns, rms, rms_se = [100, 1000, 10000], [], []
     for n in ns:
-        errs = [dd.path_integral_log_prob(p.score, sde, x, key=jax.random.key(s), n_throws=n).value[0] - mix.log_prob(x)[0]
-                for s in range(24)]
-        rms.append(float(np.sqrt(np.mean(np.square(errs)))))
-    slope = np.polyfit(np.log(ns), np.log(rms), 1)[0]
-    assert abs(slope + 0.5) < 0.1, (rms, slope)
+        err = np.asarray(dd.path_integral_log_prob(p.score, sde, xs, key=jax.random.key(n), n_throws=n).value,
+                         np.float64) - float(mix.log_prob(x)[0])
+        rms.append(float(np.sqrt(np.mean(err**2))))
+        rms_se.append(rms[-1] / np.sqrt(2 * xs.shape[0]))
+    assert_rate(ns, rms, -0.5, errors_stderr=rms_se, slack=0.05)
 
 
 def test_chunked_million_throws():
-    """10^6 throws in chunks of 4096: memory independent of n_throws; chunking does not change the estimate."""
+    """10^6 throws in chunks of 4096: memory independent of n_throws; the chunk size changes the draws, not the
+    distribution."""
     sde = dd.VPSDE()
     mix, p, x = _setup(sde, n=1)
     big = dd.path_integral_log_prob(p.score, sde, x, key=jax.random.key(2), n_throws=1_000_000, chunk_size=4096)
-    assert float(jnp.abs(big.value - mix.log_prob(x))[0]) < 4 * float(big.stderr[0]) + 0.01
+    assert_agrees(big.value, big.stderr, mix.log_prob(x), atol=0.01)
     a = dd.path_integral_log_prob(p.score, sde, x, key=jax.random.key(4), n_throws=10_000, chunk_size=10_000)
     b = dd.path_integral_log_prob(p.score, sde, x, key=jax.random.key(4), n_throws=10_000, chunk_size=3000)
-    assert float(jnp.abs(a.value - b.value)[0]) < 3 * float(a.stderr[0])  # different draws, same distribution
+    assert_agrees(a.value - b.value, jnp.hypot(a.stderr, b.stderr), 0.0)
 
 
 def test_importance_sampling_helps_subvp():
+    """Sub-VP with uniform times and the sampled linear term has a per-throw variance growing like 1/sigma^2 ~ 1/t^2;
+    the defaults (importance-sampled t) have a smaller stderr, and so does the mean-replaced term."""
     sde = dd.SubVPSDE()
-    mix, p, x = _setup(sde, n=2)
-    u = dd.path_integral_log_prob(p.score, sde, x, key=jax.random.key(5), n_throws=20_000)
-    i = dd.path_integral_log_prob(p.score, sde, x, key=jax.random.key(5), n_throws=20_000, importance_sampling=True)
-    assert jnp.all(i.stderr < u.stderr)
+    mix, p, x = _setup(sde, n=4)
+    kw = dict(key=jax.random.key(5), n_throws=20_000)
+    u = dd.path_integral_log_prob(p.score, sde, x, importance_sampling=False, linear_term="sampled", **kw)
+    i = dd.path_integral_log_prob(p.score, sde, x, **kw)
+    m = dd.path_integral_log_prob(p.score, sde, x, importance_sampling=False, **kw)  # auto: mean-replaced
+    assert jnp.all(i.stderr < u.stderr) and jnp.all(m.stderr < u.stderr)
 
 
-def test_model_control_mismatch_and_bad_input():
+def test_model_control_mismatch():
     sde = dd.VPSDE()
     mix, p, x = _setup(sde)
     model = dd.init_model(2, sde, key=jax.random.key(0), parameterization="score")
@@ -65,16 +103,6 @@ def test_model_control_mismatch_and_bad_input():
         dd.path_integral_log_prob(model.score, sde, x, key=jax.random.key(0), control="entropy")
     with pytest.raises(ValueError, match="control='score'"):
         dd.path_integral_log_prob(model.entropy, sde, x, key=jax.random.key(0), control="score")
-    with pytest.raises(ValueError, match="control"):
-        dd.path_integral_log_prob(p.score, sde, x, key=jax.random.key(0), control="drift")
-    with pytest.raises(ValueError, match="n_throws"):
-        dd.path_integral_log_prob(p.score, sde, x, key=jax.random.key(0), n_throws=0)
-    with pytest.raises(ValueError, match="t0"):
-        dd.path_integral_log_prob(p.score, sde, x, key=jax.random.key(0), t0=0.0)
-    with pytest.raises(ValueError, match="NaN"):
-        dd.path_integral_log_prob(p.score, sde, x.at[0, 0].set(jnp.inf), key=jax.random.key(0))
-    with pytest.raises(ValueError, match="x must have shape"):
-        dd.path_integral_log_prob(p.score, sde, x[0], key=jax.random.key(0))
 
 
 def test_model_object_resolves_control():
