@@ -12,6 +12,10 @@ state component (the instantaneous change of variables):
 The divergence is exact (D Jacobian-vector products) or Hutchinson's (one JVP per fixed probe; ``estimate``).
 Every solve is diffrax with a PID step controller; the kernels are compiled with ``eqx.filter_jit`` taking the score
 as a traced pytree (see :func:`diffdens._engine.traced_score`) and map over points in chunks (``map_points``).
+Chunking changes only the batch layout XLA compiles for; the per-point arithmetic then differs in the last bits, which
+an adaptive solver can amplify to the size of its tolerance (an accepted step becomes rejected): results for
+different ``batch_size`` agree to within rtol/atol, not bit for bit. Per-point keys keep the Hutchinson probes the
+same whatever the chunking.
 
 Function evaluations (NFE). diffrax reports the number of steps it attempted (``sol.stats["num_steps"]``, accepted
 plus rejected), not the number of vector-field evaluations. For a given solver object :func:`nfe_model` measures
