@@ -71,8 +71,9 @@ def denoising_log_prob(log_prob: Callable, sde: LinearSDE, x_s: Float[Array, "*b
 
 
 # --- Thm. 5: the exact mode-tracking ODE ----------------------------------------------------------------------
-def _mode_vector_field(score, sde, t):
-    """Right-hand side of eq. 16 for one point y (D,) at time s, for the conditioning time t."""
+def mode_vector_field(score, sde, t):
+    """Right-hand side of eq. 16, ``vf(s, y, args)`` for one point y (D,) at time s, for the conditioning time t
+    (a diffrax vector field; :func:`mode_tracking_ode` integrates it)."""
 
     def vf(s, y, _):
         sc_fn = lambda z: score(z, s)
@@ -93,7 +94,7 @@ def _mode_vector_field(score, sde, t):
 @eqx.filter_jit
 def _mode_kernel(score, sde, x, t, t0, ts, rtol, atol, *, solver, max_steps, batch_size):
     def one(x0):
-        ys, y_last, t_last, steps, ok = solve_ode(_mode_vector_field(score, sde, t), x0, t, t0, rtol, atol,
+        ys, y_last, t_last, steps, ok = solve_ode(mode_vector_field(score, sde, t), x0, t, t0, rtol, atol,
                                                   solver=solver, max_steps=max_steps, ts=ts)
         return ys, y_last, t_last, ok
 
