@@ -27,7 +27,8 @@ from ._checks import as_float_array, check_key, check_option, check_points, chec
     check_shape, check_t0, check_time
 from ._engine import check_batch_size, check_score, map_points, point_keys, probe_score, traced_score
 from .estimate import Estimate, SamplePath, Samples
-from .flow import (DEFAULT_BATCH_SIZE, DIVERGENCES, check_divergence, check_solution, check_solve_options, flow_drift,
+from .flow import (DEFAULT_BATCH_SIZE, DIVERGENCES, check_divergence,  # noqa: F401 (DIVERGENCES re-exported)
+                   check_solution, check_solve_options, flow_drift,
                    probe_times, run_flow, solve_ode)
 from .sde import LinearSDE, check_sde
 

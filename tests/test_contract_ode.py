@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import diffdens as dd
-from contract import MIX, P, SDE, X, assert_same, check_estimate, check_samples, compiles_once, raises_naming, \
+from contract import P, SDE, X, assert_same, check_estimate, check_samples, compiles_once, raises_naming, \
     two_models
 
 S = P.score
