@@ -11,9 +11,9 @@ from .elbo import elbo, hvae_elbo, variational_gap
 from .identities import entropy, kl_divergence, weighted_score_error
 from .estimate import Estimate, SamplePath, Samples, make_probes, sample_times, value_and_divergence
 from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
-from .modes import HDSamples, denoising_log_prob, hd_ode, hd_sample, mode_tracking_ode
+from .modes import denoising_log_prob, hd_ode, hd_sample, mode_tracking_ode
 from .nets import ScoreMLP, ScoreModel, init_model
-from .ode import ode_encode, ode_log_prob, ode_sample
+from .ode import Encoding, ode_encode, ode_log_prob, ode_sample
 from .parallel import shard_points
 from .path_integral import entropy_from_score, path_integral_log_prob
 from .profile import device_name, pick, profile
@@ -35,7 +35,7 @@ __all__ = [
     "EDMSDE",
     "RectifiedFlowSDE",
     "ScheduleSDE",
-    "HDSamples",
+    "Encoding",
     "denoising_log_prob",
     "hd_ode",
     "hd_sample",

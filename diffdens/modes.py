@@ -9,26 +9,29 @@
 * Lemma 1, eq. 22: log p_s(y_s) along the HD-ODE, d/ds log p_s(y_s) = -f D + g^2/2 div s - g^2/2 |s|^2.
 * Alg. 1: high-density sampling, x_t from the model at a threshold t, then the HD-ODE down to ~0.
 
-All time integration uses diffrax (Tsit5, adaptive steps); time runs backwards from t to ``t_end``.
+All time integration uses diffrax (Tsit5 by default, adaptive steps); time runs backwards from t to ``t0``. The HD-ODE
+with its log-density is the shared solve of :mod:`diffdens.flow` (as the PF-ODE of :mod:`diffdens.ode`).
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
-import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import (as_float_array, check_finite, check_option, check_positive, check_positive_int,
-                      check_shape, check_t0, check_time)
-from .estimate import Estimate, make_probes, value_and_divergence
+from ._checks import as_float_array, check_key, check_option, check_points, check_positive_int, check_real, \
+    check_shape, check_t0, check_time
+from ._engine import check_batch_size, check_score, map_points, point_keys, probe_score, traced_score
+from .estimate import Estimate, SamplePath, Samples
+from .flow import (DEFAULT_BATCH_SIZE, DIVERGENCES, check_divergence,  # noqa: F401 (DIVERGENCES re-exported)
+                   check_solution, check_solve_options, flow_drift,
+                   probe_times, run_flow, solve_ode)
 from .sde import LinearSDE, check_sde
 
-DIVERGENCES = ("exact", "hutchinson")
 SAMPLERS = ("ode", "sde")
 
 
@@ -52,8 +55,16 @@ def inverse_psi(sde: LinearSDE, s, t):
 def denoising_log_prob(log_prob: Callable, sde: LinearSDE, x_s: Float[Array, "*b D"], s, x_t: Float[Array, " D"], t):
     """log p(x_s | x_t) = log N(x_t; f~ x_s, g~^2 I) + log p_s(x_s) - log p_t(x_t) (Bayes, eqs. 20 and 94), for
     s < t, given an exact ``log_prob(x, t)`` (e.g. :meth:`DiffusedMixture.log_prob`). Broadcasts over x_s."""
+    check_sde(sde)
+    if not callable(log_prob):
+        raise TypeError(f"log_prob must be a callable log_prob(x, t), got {type(log_prob).__name__}")
     x_s = as_float_array(x_s, "x_s")
     x_t = as_float_array(x_t, "x_t")
+    check_time(s, "s", lo=0.0, hi=float(sde.T), open_lo=True)
+    check_time(t, "t", lo=0.0, hi=float(sde.T), open_lo=True)
+    if not isinstance(s, jax.core.Tracer) and not isinstance(t, jax.core.Tracer):
+        if np.any(np.asarray(s) >= np.asarray(t)):
+            raise ValueError(f"s must be smaller than t (p(x_s | x_t) needs s < t), got s={s}, t={t}")
     ft, gt2 = transition_coefficients(sde, s, t)
     d = x_s.shape[-1]
     log_kernel = -0.5 * jnp.sum((x_t - ft * x_s) ** 2, axis=-1) / gt2 - 0.5 * d * jnp.log(2 * jnp.pi * gt2)
@@ -61,8 +72,9 @@ def denoising_log_prob(log_prob: Callable, sde: LinearSDE, x_s: Float[Array, "*b
 
 
 # --- Thm. 5: the exact mode-tracking ODE ----------------------------------------------------------------------
-def _mode_vector_field(score, sde, t):
-    """Right-hand side of eq. 16 for one point y (D,) at time s, for the conditioning time t."""
+def mode_vector_field(score, sde, t):
+    """Right-hand side of eq. 16, ``vf(s, y, args)`` for one point y (D,) at time s, for the conditioning time t
+    (a diffrax vector field; :func:`mode_tracking_ode` integrates it)."""
 
     def vf(s, y, _):
         sc_fn = lambda z: score(z, s)
@@ -80,170 +92,130 @@ def _mode_vector_field(score, sde, t):
     return vf
 
 
-@partial(jax.jit, static_argnames=("score", "sde", "rtol", "atol", "max_steps"))
-def _mode_batch(score, sde, x, t, t_end, ts, rtol, atol, max_steps):
+@eqx.filter_jit
+def _mode_kernel(score, sde, x, t, t0, ts, rtol, atol, *, solver, max_steps, batch_size):
     def one(x0):
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(_mode_vector_field(score, sde, t)), diffrax.Tsit5(), t, t_end, None, x0,
-            saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=max_steps, throw=False,
-        )
-        return sol.ys, sol.stats["num_steps"], sol.result == diffrax.RESULTS.successful
+        ys, y_last, t_last, steps, ok = solve_ode(mode_vector_field(score, sde, t), x0, t, t0, rtol, atol,
+                                                  solver=solver, max_steps=max_steps, ts=ts)
+        return ys, y_last, t_last, ok
 
-    return jax.vmap(one)(x)
+    return map_points(one, (x,), batch_size)
 
 
-def _check_start_end(sde, t, t_end):
-    t = float(check_time(t, "t", lo=0.0, hi=float(sde.T), open_lo=True))
-    t_end = float(check_time(t_end, "t_end", lo=0.0, hi=float(sde.T), open_lo=True))
-    if not t_end < t:
-        raise ValueError(f"t_end must be smaller than t, got t_end={t_end}, t={t}")
-    return t, t_end
-
-
-def _points(x, name):
-    """(n, D) from (D,) or (n, D); returns (x2d, was_single)."""
-    x = as_float_array(x, name)
-    if x.ndim not in (1, 2) or x.shape[-1] < 1 or (x.ndim == 2 and x.shape[0] < 1):
-        raise ValueError(f"{name} must have shape (D,) or (n, D), got shape {x.shape}")
-    check_finite(x, name)
-    return (x[None] if x.ndim == 1 else x), x.ndim == 1
-
-
-def _solved(ok, steps, max_steps, what):
-    if not bool(jnp.all(ok)):
-        bad = np.flatnonzero(~np.asarray(ok))
-        raise RuntimeError(f"{what} solve failed (max_steps={max_steps} reached, or the mode curve is not smooth) "
-                           f"for points {bad[:10].tolist()}; raise max_steps, loosen rtol/atol or stop earlier")
-    return 6 * steps + 1
+def _check_times(sde, t, t0, t_name="t"):
+    """t in (0, T], t0 in (0, T), t0 < t (time runs backwards from t to t0)."""
+    t = check_real(t, t_name, lo=0.0, hi=float(sde.T), open_lo=True)
+    t0 = check_t0(t0, sde.T)
+    if not t0 < t:
+        raise ValueError(f"t0 must be smaller than {t_name}, got t0={t0}, {t_name}={t}")
+    return t, t0
 
 
 def mode_tracking_ode(
     score: Callable,
     sde: LinearSDE,
-    x_t: Float[Array, "*n D"],
+    x: Float[Array, "n D"],
     t: float,
     *,
     save_at=None,
-    t_end: float = 1e-5,
+    t0: float = 1e-5,
     rtol: float = 1e-7,
     atol: float = 1e-7,
     max_dim: int = 64,
+    solver=None,
     max_steps: int = 4096,
-):
-    """The mode y_s of p(x_s | x_t) for s from t down to ``t_end`` (``004_720dbaeb92b913c7.txt`` Thm. 5, eq. 16).
+    batch_size: Optional[int] = DEFAULT_BATCH_SIZE,
+) -> SamplePath:
+    """The mode y_s of p(x_s | x_t = x) for s from t down to ``t0`` (``004_720dbaeb92b913c7.txt`` Thm. 5, eq. 16).
 
     Exact when the mode moves smoothly (App. H); the Hessian (D JVPs), the gradient of the Laplacian (autodiff) and
     a D x D linear solve per evaluation make it a low-D tool (App. K): D > ``max_dim`` raises, use :func:`hd_ode`.
-    x_t of shape (D,) or (n, D). ``save_at``: times in [t_end, t] (default: t_end only). Returns (ts, ys), ts
-    decreasing, ys of shape (len(ts), D) or (n, len(ts), D). A failed solve raises RuntimeError.
+    x of shape (n, D). ``save_at``: times in [t0, t] (default: t0 only). Returns :class:`SamplePath` (ts, x):
+    ts (m,) decreasing, x (n, m, D). A score returning NaN/inf raises ValueError (saying at which t); a solve that
+    runs out of ``max_steps`` (or a mode curve that is not smooth) raises RuntimeError.
     """
     check_sde(sde)
-    x, single = _points(x_t, "x_t")
+    x = check_points(x, "x")
     max_dim = check_positive_int(max_dim, "max_dim")
     if x.shape[-1] > max_dim:
-        raise ValueError(f"x_t has dimension D={x.shape[-1]} > max_dim={max_dim}: exact mode tracking needs a D x D "
+        raise ValueError(f"x has dimension D={x.shape[-1]} > max_dim={max_dim}: exact mode tracking needs a D x D "
                          "Hessian and a linear solve per step (App. K); use hd_ode for high-dimensional data")
-    t, t_end = _check_start_end(sde, t, t_end)
-    check_positive(rtol, "rtol")
-    check_positive(atol, "atol")
-    max_steps = check_positive_int(max_steps, "max_steps")
+    t, t0 = _check_times(sde, t, t0)
+    opts = check_solve_options(rtol, atol, max_steps, solver)
+    batch_size = check_batch_size(batch_size)
     if save_at is None:
-        ts = np.array([t_end])
+        ts = np.array([t0])
     else:
         ts = np.atleast_1d(np.asarray(save_at, dtype=np.float64))
         if ts.ndim != 1 or not np.all(np.isfinite(ts)):
             raise ValueError(f"save_at must be a finite 1-D array of times, got shape {ts.shape}")
-        if np.any(ts < t_end) or np.any(ts > t):
-            raise ValueError(f"save_at must lie in [t_end, t] = [{t_end}, {t}], got ({ts.min()}, {ts.max()})")
+        if np.any(ts < t0) or np.any(ts > t):
+            raise ValueError(f"save_at must lie in [t0, t] = [{t0}, {t}], got ({ts.min()}, {ts.max()})")
         ts = np.sort(ts)[::-1]
-    ts = jnp.asarray(ts, dtype=x.dtype)
-    ys, steps, ok = _mode_batch(score, sde, x, t, t_end, ts, float(rtol), float(atol), max_steps)
-    _solved(ok, steps, max_steps, "mode-tracking ODE")
-    return ts, (ys[0] if single else ys)
+    score = traced_score(score)
+    check_score(score, x)
+    probe_score(score, x, probe_times(t0, t))
+    dt = x.dtype
+    ts = jnp.asarray(ts, dtype=dt)
+    ys, y_last, t_last, ok = _mode_kernel(score, sde, x, jnp.asarray(t, dt), jnp.asarray(t0, dt), ts,
+                                          jnp.asarray(opts.rtol, dt), jnp.asarray(opts.atol, dt),
+                                          solver=opts.solver, max_steps=opts.max_steps, batch_size=batch_size)
+    check_solution(ok, ys, x, y_last, t_last, score, flow_drift(score, sde, "hd"), t, t0, opts.max_steps,
+                   "mode-tracking ODE")
+    return SamplePath(ts, ys)
 
 
 # --- Remark 1 + Lemma 1: the HD-ODE with its log-density ------------------------------------------------------
-def _hd_solve(score, sde, x, probes, t_start, t_end, rtol, atol, max_steps):
-    d = x.shape[-1]
-
-    def vf(s, y, _):
-        yy, _ = y
-        sc, div = value_and_divergence(lambda z: score(z, s), yy, probes)
-        f, g2 = sde.f(s), sde.g2(s)
-        return f * yy - g2 * sc, -f * d + 0.5 * g2 * div - 0.5 * g2 * jnp.sum(sc**2)  # eqs. 18 and 22
-
-    y0 = (x, jnp.zeros(() if probes is None else (probes.shape[0],), x.dtype))
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vf), diffrax.Tsit5(), t_start, t_end, None, y0,
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
-    )
-    yT, delta = jax.tree_util.tree_map(lambda a: a[-1], sol.ys)
-    return yT, delta, sol.stats["num_steps"], sol.result == diffrax.RESULTS.successful
+def _change_estimate(change, divergence, nfe) -> Estimate:
+    if divergence == "exact":
+        return Estimate(change, None, nfe)
+    return Estimate.from_samples(change, nfe=nfe)
 
 
-@partial(jax.jit, static_argnames=("score", "sde", "rtol", "atol", "max_steps"))
-def _hd_batch(score, sde, x, probes, t_start, t_end, rtol, atol, max_steps):
-    fn = lambda xx, pp: _hd_solve(score, sde, xx, pp, t_start, t_end, rtol, atol, max_steps)
-    if probes is None:
-        return jax.vmap(lambda xx: fn(xx, None))(x)
-    return jax.vmap(fn)(x, probes)
+def _hd(score, sde, x, keys, t, t0, opts, divergence, n_probes, probe, batch_size):
+    """The unchecked HD-ODE stage: (y, change Estimate, nfe)."""
+    res, nfe = run_flow(score, sde, x, keys, t, t0, opts, kind="hd", divergence=divergence, n_probes=n_probes,
+                        probe=probe, batch_size=batch_size, what="HD-ODE")
+    return res.x, _change_estimate(res.change, divergence, nfe), nfe
 
 
 def hd_ode(
     score: Callable,
     sde: LinearSDE,
-    x_t: Float[Array, "n D"],
+    x: Float[Array, "n D"],
     t: float,
     *,
     key: Optional[PRNGKeyArray] = None,
+    t0: float = 1e-5,
     divergence: str = "exact",
     n_probes: int = 1,
     probe: str = "rademacher",
-    t_end: float = 1e-5,
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    solver=None,
     max_steps: int = 4096,
-):
-    """The high-density ODE from x_t at time t down to ``t_end`` (``004_720dbaeb92b913c7.txt`` Remark 1, eq. 18),
-    with log p_{t_end}(y) - log p_t(x_t) carried along by the general change of variables (Lemma 1, eq. 22).
+    batch_size: Optional[int] = DEFAULT_BATCH_SIZE,
+) -> Samples:
+    """The high-density ODE from x at time t down to ``t0`` (``004_720dbaeb92b913c7.txt`` Remark 1, eq. 18), with
+    log p_t0(y) - log p_t(x) carried along by the general change of variables (Lemma 1, eq. 22).
 
-    Returns (y, log_p_change): y (n, D); log_p_change an :class:`Estimate` with per-point value, stderr (0 for
-    divergence="exact", the spread over ``n_probes`` fixed Hutchinson probes otherwise) and nfe.
+    Returns :class:`Samples` like every sampler: ``x`` the end points y (n, D), ``start`` the given x,
+    ``log_prob_change`` an :class:`Estimate` of log p_t0(y) - log p_t(x) (stderr None for ``divergence="exact"``,
+    the spread over ``n_probes`` fixed Hutchinson probes otherwise; needs ``key``), ``nfe`` score evaluations per
+    point; ``log_prob`` is None (log p_t(x) is not known here: add it to the change when it is).
     """
     check_sde(sde)
-    x = as_float_array(x_t, "x_t")
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"x_t must have shape (n, D), got shape {x.shape}")
-    check_finite(x, "x_t")
-    t, t_end = _check_start_end(sde, t, t_end)
-    check_option(divergence, DIVERGENCES, "divergence")
-    check_option(probe, ("rademacher", "gaussian"), "probe")
-    n_probes = check_positive_int(n_probes, "n_probes")
-    check_positive(rtol, "rtol")
-    check_positive(atol, "atol")
-    max_steps = check_positive_int(max_steps, "max_steps")
-    if divergence == "hutchinson" and key is None:
-        raise ValueError("key is required when divergence='hutchinson'")
-    n, d = x.shape
-    probes = None
-    if divergence == "hutchinson":
-        probes = jax.vmap(lambda k: make_probes(k, n_probes, d, probe, x.dtype))(jax.random.split(key, n))
-    y, delta, steps, ok = _hd_batch(score, sde, x, probes, t, t_end, float(rtol), float(atol), max_steps)
-    nfe = _solved(ok, steps, max_steps, "HD-ODE")
-    if divergence == "exact":
-        return y, Estimate(delta, jnp.zeros_like(delta), nfe)
-    est = Estimate.from_samples(delta, nfe=nfe)
-    return y, est
-
-
-class HDSamples(NamedTuple):
-    """Output of :func:`hd_sample`: the high-density samples y (n, D), the noisy starts x_t (n, D) and the
-    log-density change log p_{t_end}(y) - log p_t(x_t) along the HD-ODE (an :class:`Estimate`)."""
-
-    y: Float[Array, "n D"]
-    x_t: Float[Array, "n D"]
-    log_p_change: Estimate
+    x = check_points(x, "x")
+    t, t0 = _check_times(sde, t, t0)
+    n_probes, key = check_divergence(divergence, probe, n_probes, key)
+    opts = check_solve_options(rtol, atol, max_steps, solver)
+    batch_size = check_batch_size(batch_size)
+    score = traced_score(score)
+    check_score(score, x)
+    probe_score(score, x, probe_times(t0, t))
+    keys = point_keys(key, x.shape[0]) if divergence == "hutchinson" else None
+    y, change, nfe = _hd(score, sde, x, keys, t, t0, opts, divergence, n_probes, probe, batch_size)
+    return Samples(y, None, nfe, start=x, log_prob_change=change)
 
 
 def hd_sample(
@@ -251,38 +223,61 @@ def hd_sample(
     sde: LinearSDE,
     key: PRNGKeyArray,
     shape,
-    t_threshold: float,
     *,
+    t_threshold: float,
     sampler: str = "ode",
     n_steps: int = 1000,
-    t_end: float = 1e-5,
+    t0: float = 1e-5,
     divergence: str = "exact",
+    n_probes: int = 1,
+    probe: str = "rademacher",
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    solver=None,
     max_steps: int = 4096,
-) -> HDSamples:
+    batch_size: Optional[int] = DEFAULT_BATCH_SIZE,
+) -> Samples:
     """High-density sampling (``004_720dbaeb92b913c7.txt`` Alg. 1): x_T from the prior, x_t at ``t_threshold`` by
     the PF-ODE (``sampler="ode"``, eq. 6) or the reverse SDE (``"sde"``, Euler-Maruyama with ``n_steps`` over
-    [t_threshold, T]), then the HD-ODE (eq. 18) from t_threshold to ``t_end``. Larger thresholds give higher
-    density and less diversity (Fig. 6)."""
+    [t_threshold, T]), then the HD-ODE (eq. 18) from t_threshold to ``t0``. Larger thresholds give higher density
+    and less diversity (Fig. 6).
+
+    Returns :class:`Samples`: ``x`` the high-density samples y, ``start`` the x_t they came from,
+    ``log_prob_change`` the :class:`Estimate` of log p_t0(y) - log p_t(x_t), ``nfe`` the score evaluations of both
+    stages per sample, and ``log_prob`` = log p_t0(y) under the model where log p_t(x_t) is known: with
+    ``sampler="ode"`` (the PF-ODE carries it from the prior) or ``t_threshold = T`` (the prior itself), with
+    ``log_prob_stderr`` from Hutchinson probes; None after the reverse SDE.
+    """
     check_sde(sde)
+    key = check_key(key)
     n, d = check_shape(shape)
     check_option(sampler, SAMPLERS, "sampler")
-    check_time(t_threshold, "t_threshold", lo=0.0, hi=float(sde.T), open_lo=True)
-    t_threshold = float(t_threshold)
-    _check_start_end(sde, t_threshold, t_end)
+    n_steps = check_positive_int(n_steps, "n_steps")
+    t_threshold, t0 = _check_times(sde, t_threshold, t0, "t_threshold")
+    n_probes, _ = check_divergence(divergence, probe, n_probes, key)
+    opts = check_solve_options(rtol, atol, max_steps, solver)
+    batch_size = check_batch_size(batch_size)
+    score = traced_score(score)
     k_x, k_h = jax.random.split(key)
+    x_T = sde.prior_sample(k_x, (n, d))
+    check_score(score, x_T)
+    probe_score(score, x_T, probe_times(t0, sde.T))
+    log_p_t = None
+    nfe_first = None
     if t_threshold == float(sde.T):
-        x_t = sde.prior_sample(k_x, (n, d))
+        x_t, log_p_t, nfe_first = x_T, sde.prior_log_prob(x_T), jnp.zeros((n,), jnp.int32)
     elif sampler == "ode":
-        from .ode import ode_sample
-
-        x_t, _, _ = ode_sample(score, sde, k_x, (n, d), t0=check_t0(t_threshold, sde.T, "t_threshold"),
-                               rtol=rtol, atol=atol, max_steps=max_steps)
+        res, nfe_first = run_flow(score, sde, x_T, None, sde.T, t_threshold, opts, kind="pf", batch_size=batch_size,
+                                  what="PF-ODE")
+        x_t, log_p_t = res.x, sde.prior_log_prob(x_T) + res.change
     else:
         from .reverse import reverse_sde_sample
 
-        x_t = reverse_sde_sample(score, sde, k_x, (n, d), t0=t_threshold, n_steps=n_steps).x
-    y, change = hd_ode(score, sde, x_t, t_threshold, key=k_h, divergence=divergence, t_end=t_end, rtol=rtol,
-                       atol=atol, max_steps=max_steps)
-    return HDSamples(y, x_t, change)
+        out = reverse_sde_sample(score, sde, k_x, (n, d), t0=t_threshold, n_steps=n_steps)
+        x_t, nfe_first = out.x, out.nfe
+    keys = point_keys(k_h, n) if divergence == "hutchinson" else None
+    y, change, nfe_hd = _hd(score, sde, x_t, keys, t_threshold, t0, opts, divergence, n_probes, probe, batch_size)
+    nfe = None if nfe_first is None or nfe_hd is None else nfe_first + nfe_hd
+    log_prob = None if log_p_t is None else log_p_t + change.value
+    stderr = None if log_p_t is None else change.stderr
+    return Samples(y, log_prob, nfe, log_prob_stderr=stderr, start=x_t, log_prob_change=change)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import diffdens as dd
+from diffdens.testing import assert_agrees
 
 
 SDE = dd.VPSDE()
@@ -41,8 +42,9 @@ def test_mode_curve_matches_grid_argmax():
             t = float(sde.log_snr_inverse(lam_t))
             lams = jnp.linspace(lam_t + 0.1, lam_hi, 60)
             s_values = sde.log_snr_inverse(lams)
-            ts, ys = dd.mode_tracking_ode(p.score, sde, jnp.array([x_t]), t, save_at=s_values,
-                                          t_end=float(s_values.min()))
+            ts, ys, _ = dd.mode_tracking_ode(p.score, sde, jnp.array([[x_t]]), t, save_at=s_values,
+                                             t0=float(s_values.min()))
+            ys = ys[0]
             ref, _ = _grid_argmax(p, sde, jnp.array([x_t]), t, ts, -4.0, 3.5, 15001)
             # smooth where the grid argmax moves continuously between neighbouring s
             assert float(jnp.max(jnp.abs(jnp.diff(ref)))) < 0.3
@@ -65,7 +67,8 @@ def test_app_j_jump_location():
         lam_jump = float(0.5 * (lams[k] + lams[k + 1]))
         assert abs(lam_jump - 1.28) < 0.1, lam_jump
         assert float(ref[k]) < -1.5 and float(ref[k + 1]) > 0.5  # left branch before, right branch after
-        ts, ys = dd.mode_tracking_ode(p.score, sde, x_t, t, save_at=s_values, t_end=float(s_values.min()))
+        path = dd.mode_tracking_ode(p.score, sde, x_t[None], t, save_at=s_values, t0=float(s_values.min()))
+        ts, ys = path.ts, path.x[0]
         lp_ode = jax.vmap(lambda y, s: dd.denoising_log_prob(p.log_prob, sde, y, s, x_t, t))(ys, ts)
         below = np.flatnonzero(np.asarray(lp_ode < L.max(axis=1) - 1e-6))
         assert abs(float(lams[below[0]]) - lam_jump) <= 0.04, (float(lams[below[0]]), lam_jump)
@@ -78,7 +81,7 @@ def _gaussian(D=3):
 
 
 @pytest.mark.parametrize("t_end", [1e-5, 0.05])
-def test_hd_ode_gaussian_closed_form(t_end):
+def test_hd_ode_gaussian_closed_form(t_end):  # t_end: the HD-ODE's end time, argument t0
     """App. I, eq. 118: for Gaussian data y = alpha_e (E[x_0|x_t] - e^{-lambda_e} alpha_t score_t(x_t)), which is
     also the exact mode of p(x_e | x_t) (Thm. 5, the third-order term vanishing); Lemma 1 gives log p_e(y) exactly."""
     with jax.enable_x64(True):
@@ -87,7 +90,9 @@ def test_hd_ode_gaussian_closed_form(t_end):
         p = mix.diffuse(sde)
         t = 0.4
         x_t = p.sample(jax.random.key(0), 5, t)
-        y, change = dd.hd_ode(p.score, sde, x_t, t, t_end=t_end, rtol=1e-10, atol=1e-10)
+        out = dd.hd_ode(p.score, sde, x_t, t, t0=t_end, rtol=1e-10, atol=1e-10)
+        y, change = out.x, out.log_prob_change
+        assert isinstance(out, dd.Samples) and change.stderr is None and out.start is not None
         a_t, s_t = sde.marginal(t)
         a_e = sde.marginal(t_end)[0]
         C, m = mix.covs[0], mix.means[0]
@@ -101,7 +106,7 @@ def test_hd_ode_gaussian_closed_form(t_end):
         Se_inv = np.linalg.inv(a_e**2 * C + sde.marginal(t_end)[1] ** 2 * np.eye(3))
         mode = np.linalg.solve(ft**2 / gt2 * np.eye(3) + Se_inv, (ft / gt2 * np.asarray(x_t) + Se_inv @ (a_e * m)).T).T
         np.testing.assert_allclose(y, mode, atol=1e-7)
-        _, ym = dd.mode_tracking_ode(p.score, sde, x_t, t, t_end=t_end, rtol=1e-10, atol=1e-10)
+        _, ym, _ = dd.mode_tracking_ode(p.score, sde, x_t, t, t0=t_end, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(ym[:, -1], mode, atol=1e-7)
         if t_end == 0.05:  # the O(e^{-lambda_max}) term is visible: y is not the posterior mean
             assert float(jnp.min(jnp.abs(y - post_mean).max(axis=1))) > 1e-3
@@ -110,10 +115,11 @@ def test_hd_ode_gaussian_closed_form(t_end):
 def test_hd_ode_hutchinson_matches_exact():
     sde, p = SDE, P4
     x_t = p.sample(jax.random.key(1), 128, 0.5)
-    y, ex = dd.hd_ode(p.score, sde, x_t, 0.5)
-    y2, hu = dd.hd_ode(p.score, sde, x_t, 0.5, key=jax.random.key(2), divergence="hutchinson", n_probes=16)
+    a = dd.hd_ode(p.score, sde, x_t, 0.5)
+    b = dd.hd_ode(p.score, sde, x_t, 0.5, key=jax.random.key(2), divergence="hutchinson", n_probes=16)
+    y, ex, y2, hu = a.x, a.log_prob_change, b.x, b.log_prob_change
     np.testing.assert_allclose(y, y2, atol=1e-4)
-    assert bool(jnp.all(jnp.abs(hu.value - ex.value) < 4 * hu.stderr + 1e-3))
+    assert_agrees(hu.value, hu.stderr, ex.value, dof=15, atol=1e-3, what="Hutchinson HD-ODE change")
     np.testing.assert_allclose(ex.value, p.log_prob(y, 1e-5) - p.log_prob(x_t, 0.5), atol=2e-2)
 
 
@@ -127,7 +133,7 @@ def test_high_density_samples_have_lower_nll():
     gaps = []
     for i, t in enumerate([0.1, 0.3, 0.5, 0.8]):
         x_t, _ = sde.perturb(jax.random.key(10 + i), x0, t)
-        y, _ = dd.hd_ode(p.score, sde, x_t, t)
+        y = dd.hd_ode(p.score, sde, x_t, t).x
         diff = nll_reg + mix.log_prob(y)
         gap, se = float(diff.mean()), float(diff.std() / np.sqrt(n))
         assert gap > 3 * se, (t, gap, se)
@@ -139,46 +145,56 @@ def test_high_density_samples_have_lower_nll():
 def test_hd_sample(sampler):
     sde, mix, p = SDE, FOUR, P4
     n = 128
-    out = dd.hd_sample(p.score, sde, jax.random.key(4), (n, 2), 0.5, sampler=sampler, n_steps=200)
-    assert out.y.shape == (n, 2) and out.x_t.shape == (n, 2)
-    np.testing.assert_allclose(out.log_p_change.value, p.log_prob(out.y, 1e-5) - p.log_prob(out.x_t, 0.5), atol=2e-2)
+    out = dd.hd_sample(p.score, sde, jax.random.key(4), (n, 2), t_threshold=0.5, sampler=sampler, n_steps=200)
+    assert isinstance(out, dd.Samples) and out.x.shape == (n, 2) and out.start.shape == (n, 2)
+    np.testing.assert_allclose(out.log_prob_change.value, p.log_prob(out.x, 1e-5) - p.log_prob(out.start, 0.5),
+                               atol=2e-2)
+    if sampler == "ode":  # log p_t(x_t) carried by the PF-ODE from the N(0, I) prior (not exactly p_T)
+        np.testing.assert_allclose(out.log_prob, p.log_prob(out.x, 1e-5), atol=5e-2)
+        assert out.nfe.shape == (n,) and int(out.nfe.min()) > 0
+    else:
+        assert out.log_prob is None
     nll_reg = -mix.log_prob(mix.sample(jax.random.key(5), n))
-    assert float((-mix.log_prob(out.y)).mean()) < float(nll_reg.mean())
+    assert float((-mix.log_prob(out.x)).mean()) < float(nll_reg.mean())
 
 
 def test_bad_input():
     sde = dd.VPSDE()
     p = dd.standard_mixture("2d").diffuse(sde)
-    x = jnp.zeros((2,))
+    x = jnp.zeros((1, 2))
     with pytest.raises(ValueError, match="max_dim.*hd_ode"):
-        dd.mode_tracking_ode(lambda z, s: -z, sde, jnp.zeros(65), 0.5)
-    with pytest.raises(ValueError, match="t must lie"):
+        dd.mode_tracking_ode(lambda z, s: -z, sde, jnp.zeros((1, 65)), 0.5)
+    with pytest.raises(ValueError, match="t must be"):
         dd.mode_tracking_ode(p.score, sde, x, 1.5)
-    with pytest.raises(ValueError, match="t must lie"):
+    with pytest.raises(ValueError, match="t must be"):
         dd.mode_tracking_ode(p.score, sde, x, 0.0)
-    with pytest.raises(ValueError, match="t_end"):
-        dd.mode_tracking_ode(p.score, sde, x, 0.3, t_end=0.5)
-    with pytest.raises(ValueError, match="x_t contains NaN"):
-        dd.mode_tracking_ode(p.score, sde, jnp.array([0.0, jnp.nan]), 0.5)
-    with pytest.raises(ValueError, match="x_t must have shape"):
-        dd.mode_tracking_ode(p.score, sde, jnp.zeros((1, 2, 2)), 0.5)
+    with pytest.raises(ValueError, match="t0"):
+        dd.mode_tracking_ode(p.score, sde, x, 0.3, t0=0.5)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        dd.mode_tracking_ode(p.score, sde, jnp.array([[0.0, jnp.nan]]), 0.5)
+    with pytest.raises(ValueError, match="x must have shape"):
+        dd.mode_tracking_ode(p.score, sde, jnp.zeros(2), 0.5)
     with pytest.raises(ValueError, match="save_at"):
         dd.mode_tracking_ode(p.score, sde, x, 0.5, save_at=[0.7])
     with pytest.raises(TypeError, match="sde"):
         dd.mode_tracking_ode(p.score, "vp", x, 0.5)
-    with pytest.raises(ValueError, match="x_t must have shape"):
-        dd.hd_ode(p.score, sde, x, 0.5)
-    with pytest.raises(ValueError, match="x_t contains NaN"):
+    with pytest.raises(ValueError, match="x must have shape"):
+        dd.hd_ode(p.score, sde, x[0], 0.5)
+    with pytest.raises(ValueError, match="x contains NaN"):
         dd.hd_ode(p.score, sde, jnp.full((2, 2), jnp.nan), 0.5)
     with pytest.raises(ValueError, match="divergence"):
-        dd.hd_ode(p.score, sde, x[None], 0.5, divergence="trace")
+        dd.hd_ode(p.score, sde, x, 0.5, divergence="trace")
     with pytest.raises(ValueError, match="key"):
-        dd.hd_ode(p.score, sde, x[None], 0.5, divergence="hutchinson")
-    with pytest.raises(ValueError, match="t contains NaN"):
-        dd.hd_ode(p.score, sde, x[None], float("nan"))
+        dd.hd_ode(p.score, sde, x, 0.5, divergence="hutchinson")
+    with pytest.raises(ValueError, match="t must be"):
+        dd.hd_ode(p.score, sde, x, float("nan"))
     with pytest.raises(ValueError, match="sampler"):
-        dd.hd_sample(p.score, sde, jax.random.key(0), (4, 2), 0.5, sampler="langevin")
+        dd.hd_sample(p.score, sde, jax.random.key(0), (4, 2), t_threshold=0.5, sampler="langevin")
     with pytest.raises(ValueError, match="t_threshold"):
-        dd.hd_sample(p.score, sde, jax.random.key(0), (4, 2), 2.0)
+        dd.hd_sample(p.score, sde, jax.random.key(0), (4, 2), t_threshold=2.0)
     with pytest.raises(ValueError, match="shape"):
-        dd.hd_sample(p.score, sde, jax.random.key(0), (4,), 0.5)
+        dd.hd_sample(p.score, sde, jax.random.key(0), (4,), t_threshold=0.5)
+    with pytest.raises(ValueError, match="n_steps"):  # checked whichever sampler is used
+        dd.hd_sample(p.score, sde, jax.random.key(0), (4, 2), t_threshold=0.5, sampler="ode", n_steps=0)
+    with pytest.raises(ValueError, match="s must be smaller than t"):
+        dd.denoising_log_prob(p.log_prob, sde, jnp.zeros((3, 2)), 0.6, jnp.zeros(2), 0.5)

@@ -1,9 +1,11 @@
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import diffdens as dd
+from diffdens.testing import assert_agrees
 
 SDES = [dd.VPSDE(), dd.SubVPSDE(), dd.VESDE()]
 
@@ -21,7 +23,7 @@ def test_exact_score_float64(sde, D, x64):
     p, x, prior = _setup(sde, D, n=2)
     est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior, rtol=1e-9, atol=1e-9)
     assert float(jnp.max(jnp.abs(est.value - p.log_prob(x, 1e-5)))) < 1e-4
-    assert np.all(np.asarray(est.stderr) == 0) and est.nfe.shape == (2,)
+    assert est.stderr is None and est.nfe.shape == (2,)
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
@@ -40,19 +42,21 @@ def test_hutchinson_unbiased():
     for probe in ("rademacher", "gaussian"):
         est = dd.ode_log_prob(p.score, sde, x, key=jax.random.key(2), divergence="hutchinson", n_probes=256,
                               probe=probe, prior_log_prob=prior)
-        z = jnp.abs(est.value - truth) / est.stderr
-        assert jnp.all(z < 3.5), (probe, z)
         assert jnp.all(est.stderr > 0)
+        # the PF-ODE itself is exact to solver tolerance (float32: a few 1e-3); the probes add honest noise
+        assert_agrees(est.value, est.stderr, truth, dof=255, atol=5e-3, what=probe)
 
 
 def test_sample_log_prob_matches_density(x64):
     sde = dd.VPSDE()
     mix = dd.random_mixture(jax.random.key(3), 2, 2)
     p = mix.diffuse(sde)
-    x, logp, nfe = dd.ode_sample(p.score, sde, jax.random.key(0), (4, 2), rtol=1e-8, atol=1e-8)
+    s = dd.ode_sample(p.score, sde, jax.random.key(0), (4, 2), rtol=1e-8, atol=1e-8)
+    assert isinstance(s, dd.Samples) and s.nfe.shape == (4,)
     # sampled from the standard-normal prior, not p_T: compare with the change of variables, which ode_encode inverts
-    xT, delta, _ = dd.ode_encode(p.score, sde, x, rtol=1e-8, atol=1e-8)
-    np.testing.assert_allclose(logp, sde.prior_log_prob(xT) + delta, atol=1e-5)
+    enc = dd.ode_encode(p.score, sde, s.x, rtol=1e-8, atol=1e-8)
+    assert isinstance(enc, dd.Encoding)
+    np.testing.assert_allclose(s.log_prob, sde.prior_log_prob(enc.x_T) + enc.delta, atol=1e-5)
 
 
 def test_deterministic_given_key():
@@ -68,6 +72,45 @@ def test_max_steps_reported():
     p, x, _ = _setup(sde, 2, n=2)
     with pytest.raises(RuntimeError, match="max_steps"):
         dd.ode_log_prob(p.score, sde, x, max_steps=3)
+
+
+@pytest.mark.parametrize("solver", [diffrax.Tsit5(), diffrax.Heun(), diffrax.Dopri5()], ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
+def test_nfe_counts_score_evaluations(solver, divergence):
+    """The reported NFE equals the number of score evaluations the solve actually made, for any explicit solver
+    (counted with a host callback inside the score; one point, so no vmap lanes are counted)."""
+    sde = dd.VPSDE()
+    p, x, _ = _setup(sde, 2, n=1)
+    calls = [0]
+
+    def bump():
+        calls[0] += 1
+
+    def counted(y, t):
+        jax.debug.callback(bump)
+        return p.score(y, t)
+
+    opts = dd.flow.check_solve_options(1e-4, 1e-4, 4096, solver)
+    keys = None if divergence == "exact" else jax.random.split(jax.random.key(0), 1)
+    res, nfe = dd.flow.run_flow(counted, sde, x, keys, 1e-5, sde.T, opts, kind="pf", divergence=divergence,
+                                n_probes=3)
+    jax.effects_barrier()
+    assert int(nfe[0]) == calls[0] > 0
+    est = dd.ode_log_prob(p.score, sde, x, solver=solver, rtol=1e-4, atol=1e-4, key=jax.random.key(0),
+                          divergence=divergence, n_probes=3)
+    np.testing.assert_array_equal(est.nfe, nfe)
+
+
+def test_nan_score_blames_the_score_not_max_steps():
+    sde = dd.VPSDE()
+    p, x, _ = _setup(sde, 2, n=2)
+    nan_late = lambda y, t: jnp.where(t > 0.37, jnp.nan, 1.0) * p.score(y, t)
+    nan_region = lambda y, t: jnp.where(jnp.abs(y[0]) > 2.0, jnp.nan, 1.0) * p.score(y, t)
+    for score in (nan_late, nan_region):
+        with pytest.raises(ValueError, match="score returned a non-finite value at t="):
+            dd.ode_log_prob(score, sde, jnp.array([[2.5, 0.0], [1.9, 0.0]]))
+    with pytest.raises(ValueError, match="score returned a non-finite value"):
+        dd.ode_sample(nan_late, sde, jax.random.key(0), (2, 2))
 
 
 def test_bad_input():
