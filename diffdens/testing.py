@@ -278,8 +278,10 @@ def fit_rate(ns, errors, *, errors_stderr=None, replicates=None) -> RateFit:
     e = _as(errors)
     if ln.ndim != 1 or e.shape[-1] != ln.size:
         raise ValueError(f"ns must be 1-d and match the last axis of errors, got {ln.shape} and {e.shape}")
-    if ln.size < 3:
-        raise ValueError("a rate needs errors at 3 or more sample sizes")
+    known = errors_stderr is not None or replicates is not None
+    if ln.size < (2 if known else 3):
+        raise ValueError("a rate needs errors at 3 or more sample sizes (2 when their uncertainty is given by "
+                         "errors_stderr or replicates)")
     if errors_stderr is not None and replicates is not None:
         raise ValueError("give errors_stderr or replicates, not both")
     le = np.log(np.where(e > 0, e, np.nan))
