@@ -16,7 +16,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import as_float_array, check_positive_int
+from ._checks import as_float_array, check_positive_int, check_key
 from .sde import LinearSDE, check_sde
 
 
@@ -97,6 +97,7 @@ class GaussianMixture:
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n D"]:
         """n independent draws from p_0."""
+        check_key(key)
         n = check_positive_int(n, "n")
         dtype = jnp.result_type(float)
         w, m, U, lam = self._params(dtype)
@@ -158,6 +159,7 @@ class DiffusedMixture:
 
     def sample(self, key: PRNGKeyArray, n: int, t) -> Float[Array, "n D"]:
         """n draws from p_t (x_0 from the mixture, then the transition kernel)."""
+        check_key(key)
         self.sde.check_time(t)
         k0, kt = jax.random.split(key)
         x0 = self.mixture.sample(k0, n)

@@ -26,7 +26,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_points, check_positive_int, check_time
+from ._checks import check_points, check_positive_int, check_time, check_key
 
 Scalar = Float[Array, ""]
 
@@ -138,7 +138,7 @@ class VPSDE(LinearSDE):
     T: float = 1.0
 
     def __post_init__(self):
-        if not (0 < self.beta_min <= self.beta_max) or not self.T > 0:
+        if not (0 < self.beta_min <= self.beta_max < math.inf) or not 0 < self.T < math.inf:
             raise ValueError(f"VPSDE needs 0 < beta_min <= beta_max and T > 0, got {self}")
 
     def beta(self, t):
@@ -173,7 +173,7 @@ class SubVPSDE(LinearSDE):
     T: float = 1.0
 
     def __post_init__(self):
-        if not (0 < self.beta_min <= self.beta_max) or not self.T > 0:
+        if not (0 < self.beta_min <= self.beta_max < math.inf) or not 0 < self.T < math.inf:
             raise ValueError(f"SubVPSDE needs 0 < beta_min <= beta_max and T > 0, got {self}")
 
     def beta(self, t):
@@ -216,7 +216,7 @@ class VESDE(LinearSDE):
     T: float = 1.0
 
     def __post_init__(self):
-        if not (0 < self.sigma_min < self.sigma_max) or not self.T > 0:
+        if not (0 < self.sigma_min < self.sigma_max < math.inf) or not 0 < self.T < math.inf:
             raise ValueError(f"VESDE needs 0 < sigma_min < sigma_max and T > 0, got {self}")
 
     @property
@@ -569,6 +569,7 @@ def forward_sample(
 
     One compiled kernel per (SDE, n_steps, shape): t0 and t1 are traced, the SDE is a static (hashable) argument."""
     check_sde(sde)
+    check_key(key)
     x0 = check_points(x0, "x0")
     n_steps = check_positive_int(n_steps, "n_steps")
     sde.check_time(t0, "t0")

@@ -34,7 +34,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from ._checks import as_float_array, check_option, check_positive, check_positive_int
+from ._checks import as_float_array, check_option, check_positive, check_positive_int, check_key
 from . import adapters, nets, sde as _sde_module
 from .checkpoint import cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
@@ -97,6 +97,7 @@ def fit_score(
     if not bool(jnp.all(jnp.isfinite(data))):
         raise ValueError("data contains NaN or inf")
     check_sde(sde)
+    check_key(key)
     check_option(parameterization, PARAMETERIZATIONS, "parameterization")
     check_option(weighting, WEIGHTINGS, "weighting")
     n_throws = check_positive_int(n_throws, "n_throws")
