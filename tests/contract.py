@@ -68,3 +68,10 @@ def raises_naming(exc, name, fn, *args, **kwargs):
     with pytest.raises(exc) as info:
         fn(*args, **kwargs)
     assert name in str(info.value), f"error does not name {name!r}: {info.value}"
+
+
+def assert_chunked_close(a, b, rtol: float = 2e-5, atol: float = 2e-6):
+    """Chunked against unchunked: equal up to float32 rounding (XLA may order reductions differently for another
+    batch shape, and an SDE solve accumulates that over its steps)."""
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)
