@@ -37,17 +37,6 @@ __all__ = ["sample_with_log_prob", "augmented_forward", "sde_bias_diagnostics", 
 BATCH_SIZE = 1024  # points per chunk by default: peak memory stays far below 2 GB for D <= 64 (Milstein included)
 
 
-def _map_full_chunks(fn, args, batch_size):
-    """:func:`map_points` with the last chunk padded to a full ``batch_size`` (repeating the last point), so that
-    every point is computed in a batch of the same size: a remainder chunk of one point compiles differently and
-    can differ from the unchunked result in the last bit."""
-    n = jax.tree_util.tree_leaves(args)[0].shape[0]
-    pad = 0 if batch_size is None or batch_size >= n else -n % batch_size
-    if pad:
-        args = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), args)
-    out = map_points(fn, args, batch_size)
-    return out if not pad else jax.tree_util.tree_map(lambda a: a[:n], out)
-
 
 # --------------------------------------------------------------------------------------------------------------
 # front-door pieces shared by the three functions
@@ -189,7 +178,7 @@ def _augmented_kernel(score, lp, sde, x_T, keys, t0, taus, n_steps, scheme, batc
         fn = lambda x, k: _milstein_one(score, lp, sde, n_steps, x, k, t0)  # noqa: E731
     else:
         fn = lambda x, k: _euler_one(score, lp, sde, n_steps, x, k, t0, taus)  # noqa: E731
-    return _map_full_chunks(fn, (x_T, keys), batch_size)
+    return map_points(fn, (x_T, keys), batch_size)
 
 
 def _check_save_at(save_at, scheme, t0, T, dtype):
@@ -289,7 +278,7 @@ def _forward_one(score, lp, sde, n_steps, divergence, x, k, t0):
 
 @eqx.filter_jit
 def _forward_kernel(score, lp, sde, x, keys, t0, n_steps, divergence, batch_size):
-    return _map_full_chunks(lambda xi, k: _forward_one(score, lp, sde, n_steps, divergence, xi, k, t0), (x, keys),
+    return map_points(lambda xi, k: _forward_one(score, lp, sde, n_steps, divergence, xi, k, t0), (x, keys),
                       batch_size)
 
 

@@ -29,17 +29,6 @@ __all__ = ["reverse_sde_sample"]
 BATCH_SIZE = 4096  # points per chunk by default (a few KB of state per point: far below 2 GB for D <= 64)
 
 
-def _map_full_chunks(fn, args, batch_size):
-    """:func:`map_points` with the last chunk padded to a full ``batch_size`` (repeating the last point), so that
-    every point is computed in a batch of the same size: a remainder chunk of one point compiles differently and
-    can differ from the unchunked result in the last bit."""
-    n = jax.tree_util.tree_leaves(args)[0].shape[0]
-    pad = 0 if batch_size is None or batch_size >= n else -n % batch_size
-    if pad:
-        args = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), args)
-    out = map_points(fn, args, batch_size)
-    return out if not pad else jax.tree_util.tree_map(lambda a: a[:n], out)
-
 
 def _one(score, sde, n_steps, x, k, lam, t0):
     T = float(sde.T)
@@ -60,7 +49,7 @@ def _one(score, sde, n_steps, x, k, lam, t0):
 
 @eqx.filter_jit
 def _kernel(score, sde, x_T, keys, lam, t0, n_steps, batch_size):
-    return _map_full_chunks(lambda x, k: _one(score, sde, n_steps, x, k, lam, t0), (x_T, keys), batch_size)
+    return map_points(lambda x, k: _one(score, sde, n_steps, x, k, lam, t0), (x_T, keys), batch_size)
 
 
 def reverse_sde_sample(
