@@ -17,6 +17,7 @@ import glob
 import hashlib
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,8 +123,9 @@ def update_readme(table: str, readme: Path = ROOT / "README.md") -> None:
     Path(readme).write_text(text[: i + len(README_BEGIN)] + "\n" + table + "\n" + text[j:])
 
 
-def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None = None) -> Path:
-    """Execute the chapter from its .md in ``profile`` and write the stamped .ipynb. When a cell fails and
+def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None = None, cold: bool = True) -> Path:
+    """Execute the chapter from its .md in ``profile`` and write the stamped .ipynb (with an empty model cache
+    unless ``cold`` is false). When a cell fails and
     ``failed_dir`` is given, the partly executed notebook (with the traceback) is written there first."""
     import jupytext
     import nbclient
@@ -134,6 +136,10 @@ def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     env = dict(os.environ, DIFFDENS_PROFILE=profile, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                MPLBACKEND="module://matplotlib_inline.backend_inline")
+    # a fresh model cache per chapter: the stamped wall time is what a reader's first run costs
+    cold_cache = tempfile.TemporaryDirectory(prefix="diffdens-cache-") if cold else None
+    if cold_cache is not None:
+        env["DIFFDENS_CACHE"] = cold_cache.name
     if _PARENT_ONLY.get(_PREALLOC):  # set below for this process only: the kernel keeps JAX's default
         env.pop(_PREALLOC, None)
     old = os.environ.copy()
@@ -151,6 +157,8 @@ def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None
     finally:
         os.environ.clear()
         os.environ.update(old)
+        if cold_cache is not None:
+            cold_cache.cleanup()
     # this process imports JAX only to name the device for the stamp: on a GPU it must not reserve the memory that
     # the next chapter's kernel needs
     if _PREALLOC not in os.environ:
@@ -182,6 +190,8 @@ def main(argv=None):
     r.add_argument("chapters", nargs="*", help="notebooks/NN_slug.md files (default: all)")
     r.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell (default 3600)")
     r.add_argument("--failed-dir", type=Path, help="write a failing chapter's partly executed notebook here")
+    r.add_argument("--warm-cache", action="store_true",
+                   help="reuse the model cache ($DIFFDENS_CACHE) instead of a fresh one per chapter")
     c = sub.add_parser("check", help="every pair in sync and stamped from the current source")
     c.add_argument("--require-profile", choices=("quick", "full"),
                    default=os.environ.get("DIFFDENS_REQUIRE_PROFILE") or None,
@@ -203,7 +213,7 @@ def main(argv=None):
     mds = [m for m in mds if m.name != "README.md"]
     for md in mds:
         t = time.time()
-        out = refresh(md, a.profile, timeout=a.cell_timeout, failed_dir=a.failed_dir)
+        out = refresh(md, a.profile, timeout=a.cell_timeout, failed_dir=a.failed_dir, cold=not a.warm_cache)
         print(f"{out.relative_to(ROOT)}: {a.profile} profile, {time.time() - t:.0f} s")
     return 0
 
