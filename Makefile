@@ -33,7 +33,7 @@ refresh: venv
 	$(PY) scripts/chapters.py refresh --profile $(PROFILE) $(CHAPTERS)
 
 check-chapters: venv
-	$(PY) scripts/chapters.py check
+	$(PY) scripts/chapters.py check --require-profile full
 
 clean:
 	rm -rf _build

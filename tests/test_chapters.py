@@ -21,7 +21,8 @@ def test_there_are_chapters():
 
 @pytest.mark.parametrize("md", MDS, ids=lambda p: p.stem)
 def test_pair_in_sync_and_stamped(md):
-    assert chapters.check_pair(md) == []
+    """In sync with its .md, stamped from the current source, and from the full profile (what readers see)."""
+    assert chapters.check_pair(md, require_profile="full") == []
 
 
 def test_every_ipynb_has_a_source():
@@ -191,6 +192,11 @@ def test_figures_numbered_and_captioned(built_html, md):
             bare.append(img.get("src").rsplit("/", 1)[-1][:16])
     assert not bare, (f"{md.stem}: {len(bare)} figure image(s) without a captioned <figure> "
                       f"(use dd.book.figure + {{glue:figure}} with a caption): {bare}")
+    # numbered by chapter: the N-th chapter's figures are "Fig. N.1", "Fig. N.2", ... (one numbered toc part)
+    chapter = int(md.stem.split("_", 1)[0])
+    labels = [f.find("figcaption").get_text(" ", strip=True) for f in article.find_all("figure") if f.find("figcaption")]
+    wrong = [l[:24] for l in labels if not re.match(rf"Fig\.?\s*{chapter}\.\d+", l)]
+    assert not wrong, f"{md.stem}: figure captions not numbered {chapter}.k: {wrong}"
 
 
 @pytest.mark.parametrize("md", MDS, ids=lambda p: p.stem)
