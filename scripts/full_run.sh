@@ -6,7 +6,7 @@
 #   summary.md          one line per step (ok / FAILED / TIMEOUT / SKIPPED, seconds) and the chapter wall-time table
 #   full_run.log        everything the steps printed
 #   notebooks.tar.gz    the refreshed notebooks/*.ipynb (+ *.failed.ipynb: a failing chapter, executed up to its error)
-#   benchmarks.tar.gz   benchmarks/results/*.json written by this run
+#   benchmarks.tar.gz   diffdens/_data/benchmarks/*.json written by this run
 #   tests.log           the unit-test output
 #
 # usage: scripts/full_run.sh [--quick] OUTDIR         (--quick is PROFILE=quick: a dry run of the plumbing)
@@ -174,7 +174,7 @@ fi
 nbs=$(find notebooks -name '*.ipynb' -newer "$WORK/marker")
 cp "$WORK"/failed/*.ipynb notebooks/ 2>/dev/null && nbs="$nbs $(cd "$WORK/failed" && ls *.ipynb | sed 's|^|notebooks/|')"
 [ -n "$(echo $nbs)" ] && tar -czf "$OUTDIR/notebooks.tar.gz" $nbs && rm -f notebooks/*.failed.ipynb
-jsons=$(find benchmarks/results -name '*.json' -newer "$WORK/marker" 2>/dev/null)
+jsons=$(find diffdens/_data/benchmarks -name '*.json' -newer "$WORK/marker" 2>/dev/null)
 [ -n "$jsons" ] && tar -czf "$OUTDIR/benchmarks.tar.gz" $jsons
 {
   echo
