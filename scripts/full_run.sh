@@ -11,7 +11,7 @@
 #
 # usage: scripts/full_run.sh [--quick] OUTDIR         (--quick is PROFILE=quick: a dry run of the plumbing)
 # On the 2-core CPU machine, give it the time the full profile needs there (up to 15 minutes per chapter), e.g.
-#   BUDGET_S=30000 CHAPTER_TIMEOUT_S=900 BENCH_TIMEOUT_S=3600 TEST_TIMEOUT_S=1800 scripts/full_run.sh OUTDIR
+#   BUDGET_S=7200 CHAPTER_TIMEOUT_S=900 BENCH_TIMEOUT_S=900 TEST_TIMEOUT_S=1800 scripts/full_run.sh OUTDIR
 # Works without a Jupyter installation: if nbclient/jupytext/ipykernel are missing and .whl/ holds their wheels
 # (../shared/gpu/jupyter-wheels.sh pytest pytest-timeout pytest-xdist), they are installed into /tmp/site first.
 # A failing or timed-out step is reported and the run goes on; the exit status is nonzero if any step failed.
@@ -25,6 +25,9 @@
 #   TESTS                  pytest arguments for the unit tests; "" to skip them                            [tests]
 #   TESTS_ON=cpu|device    run the unit tests on the CPU in the background, beside the chapters, from a copy of
 #                          the tree (default where a GPU is present), or on the device before the chapters
+#   BENCH_SIZE=auto|full|cpu   benchmark sizes in the full profile: full is each benchmark's --full (GPU-sized: an
+#                          H100 runs all six in minutes, a 2-core CPU would need hours), cpu its default (the size
+#                          of the committed *_cpu.json); auto is full where a GPU is present, cpu otherwise   [auto]
 #   BUDGET_S               total wall-time budget; a step gets at most what is left                          [530]
 #   CHAPTER_TIMEOUT_S, BENCH_TIMEOUT_S, TEST_TIMEOUT_S   per-step limits                          [240, 180, 420]
 set -u
@@ -45,11 +48,13 @@ PYTHON=${PYTHON:-python3}
 CHAPTERS=${CHAPTERS:-$(ls notebooks/[0-9]*.md)}
 BENCHMARKS=${BENCHMARKS-estimators ode_speed path_integral_speed augmented_speed train_throughput baselines}
 TESTS=${TESTS-tests}
+BENCH_SIZE=${BENCH_SIZE:-auto}
 BUDGET_S=${BUDGET_S:-530}
 CHAPTER_TIMEOUT_S=${CHAPTER_TIMEOUT_S:-240}
 BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-180}
 TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-420}
 case "$PROFILE" in full|quick) ;; *) echo "PROFILE must be full or quick, got $PROFILE" >&2; exit 2;; esac
+case "$BENCH_SIZE" in auto|full|cpu) ;; *) echo "BENCH_SIZE must be auto, full or cpu, got $BENCH_SIZE" >&2; exit 2;; esac
 
 WORK=$(mktemp -d /tmp/full_run.XXXXXX)
 LOG="$OUTDIR/full_run.log"
@@ -107,6 +112,9 @@ PY
 HAS_GPU=0
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >> "$LOG" 2>&1 && HAS_GPU=1
 TESTS_ON=${TESTS_ON:-$([ $HAS_GPU = 1 ] && echo cpu || echo device)}
+[ "$BENCH_SIZE" = auto ] && BENCH_SIZE=$([ $HAS_GPU = 1 ] && echo full || echo cpu)
+BENCH_FULL=0; [ "$PROFILE" = full ] && [ "$BENCH_SIZE" = full ] && BENCH_FULL=1
+log "benchmark sizes: $([ $BENCH_FULL = 1 ] && echo 'full (--full)' || echo 'CPU (default)')"
 
 # --- unit tests ----------------------------------------------------------------------------------------------------
 XDIST=""
@@ -147,9 +155,9 @@ for b in $BENCHMARKS; do
   f=benchmarks/$b.py
   if [ ! -f "$f" ]; then log "FAILED benchmark $b: no $f"; echo "| benchmark $b | FAILED (missing) | 0 |" >> "$SUMMARY"; FAILED=1; continue; fi
   if grep -q -- '"--full"' "$f"; then
-    args=$([ "$PROFILE" = full ] && echo --full)
+    args=$([ $BENCH_FULL = 1 ] && echo --full)
   elif grep -q -- '"--small"' "$f"; then  # full size by default, --small for a CPU
-    args=$([ "$PROFILE" = quick ] && echo --small)
+    args=$([ $BENCH_FULL = 0 ] && echo --small)
   else
     args=""
   fi
