@@ -19,7 +19,7 @@
 # Environment (all optional):
 #   PROFILE=full|quick     quick: a dry run of the plumbing (quick chapters, small benchmarks)        [full]
 #   PYTHON                 the interpreter                                                             [python3]
-#   CHAPTERS               chapter sources to run                                         [notebooks/[0-9]*.md]
+#   CHAPTERS               chapter sources to run; "" for none                            [notebooks/[0-9]*.md]
 #   BENCHMARKS             benchmark names (benchmarks/NAME.py) to run; "" for none
 #                          [estimators ode_speed path_integral_speed augmented_speed train_throughput baselines]
 #   TESTS                  pytest arguments for the unit tests; "" to skip them                            [tests]
@@ -45,7 +45,7 @@ cd "$ROOT"
 
 PROFILE=${PROFILE:-full}
 PYTHON=${PYTHON:-python3}
-CHAPTERS=${CHAPTERS:-$(ls notebooks/[0-9]*.md)}
+CHAPTERS=${CHAPTERS-$(ls notebooks/[0-9]*.md)}
 BENCHMARKS=${BENCHMARKS-estimators ode_speed path_integral_speed augmented_speed train_throughput baselines}
 TESTS=${TESTS-tests}
 BENCH_SIZE=${BENCH_SIZE:-auto}
