@@ -87,7 +87,8 @@ def fit_score(
 
     Each epoch throws every sample to ``n_throws`` fresh (t, eps) pairs, shuffles, and takes Adam steps (cosine
     decay) on batches of ``batch_size``. ``history["loss"]`` is the mean loss per epoch, an estimate of the weighted
-    DSM objective (for the likelihood weightings: the bound of ``002`` Thm. 1 up to a data constant). Deterministic
+    DSM objective (for the likelihood weightings: the bound of ``002`` Thm. 1 up to a data constant); ``history["steps"]`` the number
+    of Adam steps taken (``epochs`` times the batches per epoch). Deterministic
     given ``key``. With ``cache=True`` the model is stored under :func:`~diffdens.checkpoint.cache_dir`, keyed by the
     full config, the data and the training code, and reused on the next identical call.
     """
@@ -106,6 +107,7 @@ def fit_score(
     check_positive(lr, "lr")
     sde.check_time(t0, "t0")
     N, D = data.shape
+    steps = epochs * _batches_per_epoch(N, n_throws, batch_size)
     try:
         sde_desc = sde_config(sde)
     except ValueError:  # a schedule of lambdas: trained fine, but it cannot be stored or looked up in the cache
@@ -119,15 +121,14 @@ def fit_score(
         try:
             model = load_model(path)
             hist = json.loads(path.with_suffix(".json").read_text())
-            return model, {k: np.asarray(v) for k, v in hist.items()}
+            return model, {**{k: np.asarray(v) for k, v in hist.items()}, "steps": steps}
         except (ValueError, OSError, KeyError):
             pass  # a damaged cache entry is retrained and overwritten
 
     k_init, k_train = jax.random.split(key)
     model = init_model(D, sde, key=k_init, parameterization=parameterization, hidden=hidden, depth=depth,
                        n_features=n_features)
-    n_batches = max(1, (N * n_throws) // batch_size)
-    opt = optax.adam(optax.cosine_decay_schedule(lr, epochs * n_batches, alpha=0.05))
+    opt = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
     graphdef, params, rest = nnx.split(model.net, nnx.Param, ...)
     opt_state = opt.init(params)
 
@@ -149,13 +150,18 @@ def fit_score(
     if cache:
         save_model(model, path)
         path.with_suffix(".json").write_text(json.dumps({k: v.tolist() for k, v in history.items()}))
-    return model, history
+    return model, {**history, "steps": steps}
+
+
+def _batches_per_epoch(N, n_throws, batch_size):
+    """Adam steps per epoch of :func:`fit_score`: N samples thrown n_throws times each, in batches of batch_size."""
+    return max(1, (N * n_throws) // batch_size)
 
 
 def make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, n_throws, batch_size):
     """The jit-compiled epoch of :func:`fit_score`: (params, opt_state, key) -> (params, opt_state, mean loss)."""
     N, D = data.shape
-    n_batches = max(1, (N * n_throws) // batch_size)
+    n_batches = _batches_per_epoch(N, n_throws, batch_size)
 
     def loss_fn(params, x0, k):
         m = ScoreModel(nnx.merge(graphdef, params, rest), sde, parameterization)

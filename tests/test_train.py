@@ -36,6 +36,11 @@ def test_trained_score_beats_bound_untrained_fails(trained):
     assert hist["loss"].shape == (25,) and np.all(np.isfinite(hist["loss"]))
 
 
+def test_history_reports_adam_steps(data, trained):
+    _, hist = trained  # 25 epochs of 2048 samples x 10 throws in batches of 256
+    assert hist["steps"] == 25 * (data.shape[0] * 10 // 256) == 2000
+
+
 @pytest.mark.parametrize("par", ["entropy", "eps"])
 def test_other_parameterizations_learn(data, par):
     model, _ = dd.fit_score(data, SDE, key=jax.random.key(1), parameterization=par, epochs=15, batch_size=256,
@@ -77,6 +82,7 @@ def test_cache_reuses_model(data, trained):
     model, hist = trained
     again, hist2 = dd.fit_score(data, SDE, key=jax.random.key(1), epochs=25, batch_size=256, progress=False)
     np.testing.assert_array_equal(hist["loss"], hist2["loss"])
+    assert hist2["steps"] == hist["steps"]  # the cached history reports the steps too
     x = data[:3]
     np.testing.assert_array_equal(jax.vmap(model.score)(x, jnp.full(3, 0.5)), jax.vmap(again.score)(x, jnp.full(3, 0.5)))
 
