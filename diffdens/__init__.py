@@ -1,6 +1,7 @@
 """diffdens: log-densities of data under diffusion models, with error bars, in JAX.
 
-A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a scalar t.
+A *score* is any callable ``score(x, t)`` taking one point x of the event shape (e.g. (D,) or (H, W, C)) and a scalar
+t. Every estimator and sampler works eagerly and under ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
 """
 
 from .adapters import from_discrete_timesteps, score_from_denoiser, score_from_eps, score_from_velocity
@@ -14,6 +15,7 @@ from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard
 from .modes import denoising_log_prob, hd_ode, hd_sample, mode_tracking_ode
 from .nets import ScoreMLP, ScoreModel, init_model
 from .ode import Encoding, ode_encode, ode_log_prob, ode_sample
+from .options import Hutchinson, SolveOptions
 from .parallel import shard_points
 from .path_integral import entropy_from_score, path_integral_log_prob
 from .profile import device_name, pick, profile
@@ -67,6 +69,8 @@ __all__ = [
     "ode_encode",
     "ode_log_prob",
     "ode_sample",
+    "Hutchinson",
+    "SolveOptions",
     "Estimate",
     "SamplePath",
     "Samples",

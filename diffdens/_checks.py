@@ -103,32 +103,39 @@ def as_float_array(x, name: str):
     return x
 
 
-def check_points(x, name: str = "x", *, dim: int | None = None, rank: int = 2):
-    """A batch of points of shape (n, D) (``rank=2``) or one point (D,) (``rank=1``), finite, with D == dim."""
+def check_points(x, name: str = "x", *, dim: int | None = None, rank: int = 2, event_shape=None):
+    """A batch of points of shape (n, *event_shape) (``rank=2``: at least one event axis) or one point (D,)
+    (``rank=1``), finite when concrete. ``dim`` (flat size) or ``event_shape`` pin the expected event."""
     x = as_float_array(x, name)
-    if x.ndim != rank:
-        want = "(n, D)" if rank == 2 else "(D,)"
-        raise ValueError(f"{name} must have shape {want}, got shape {x.shape}")
-    if rank == 2 and x.shape[0] < 1:
+    if rank == 1:
+        if x.ndim != 1:
+            raise ValueError(f"{name} must have shape (D,), got shape {x.shape}")
+    elif x.ndim < 2:
+        raise ValueError(f"{name} must have shape (n, *event_shape), e.g. (n, D) or (n, H, W, C), got shape {x.shape}")
+    if rank != 1 and x.shape[0] < 1:
         raise ValueError(f"{name} must hold at least one point, got shape {x.shape}")
-    if x.shape[-1] < 1:
-        raise ValueError(f"{name} must have dimension D >= 1, got shape {x.shape}")
-    if dim is not None and x.shape[-1] != dim:
-        raise ValueError(f"{name} has dimension {x.shape[-1]}, expected D={dim}")
+    if any(s < 1 for s in x.shape[1 if rank != 1 else 0:]):
+        raise ValueError(f"{name} must have every event dimension >= 1, got shape {x.shape}")
+    ev = x.shape[1:] if rank != 1 else x.shape
+    if event_shape is not None and tuple(ev) != tuple(event_shape):
+        raise ValueError(f"{name} has event shape {tuple(ev)}, expected {tuple(event_shape)}")
+    if dim is not None and math.prod(ev) != dim:
+        raise ValueError(f"{name} has dimension {math.prod(ev)} (event shape {tuple(ev)}), expected D={dim}")
     check_finite(x, name)
     return x
 
 
-def check_shape(shape, name: str = "shape") -> tuple[int, int]:
-    """A sample shape (n, D) with positive integers."""
+def check_shape(shape, name: str = "shape") -> tuple[int, ...]:
+    """A sample shape (n, *event_shape), e.g. (n, D) or (n, H, W, C), of positive integers."""
     try:
         shape = tuple(shape)
     except TypeError:
-        raise ValueError(f"{name} must be a tuple (n, D), got {shape!r}") from None
-    ok = len(shape) == 2 and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in shape)
+        raise ValueError(f"{name} must be a tuple (n, *event_shape), e.g. (n, D), got {shape!r}") from None
+    ok = len(shape) >= 2 and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
+                                 for s in shape)
     if not ok:
-        raise ValueError(f"{name} must be a tuple (n, D) of positive integers, got {shape!r}")
-    return int(shape[0]), int(shape[1])
+        raise ValueError(f"{name} must be a tuple (n, *event_shape) of positive integers, e.g. (n, D), got {shape!r}")
+    return tuple(int(s) for s in shape)
 
 
 def check_time(t, name: str, *, lo: float, hi: float, open_lo: bool = False):

@@ -1,29 +1,37 @@
-"""The front door every estimator and sampler goes through, and the pieces of the engine they share.
+"""The one front door every estimator and sampler goes through, and the pieces of the engine they share.
 
 * :func:`traced_score` turns whatever the user holds (a flax.nnx module, an equinox module, a bound method of a model
   or mixture, ``jax.tree_util.Partial(fn, params)``, a plain function) into a pytree callable whose arrays are
-  *traced* by ``eqx.filter_jit``: two models of one architecture share one compilation, and no weight is compiled in
-  as a constant. A plain Python function is a static argument: a new lambda or closure compiles anew (pass the same
-  function object, or a ``Partial`` over its parameters, to reuse the compilation).
-* :func:`check_score` evaluates the score's output shape abstractly (``jax.eval_shape``, no compiled work) and raises
-  naming ``score`` when it is not (D,) floating.
+  *traced* by ``eqx.filter_jit``: two models of one architecture share one compilation, no weight is compiled in as a
+  constant, and ``jax.grad`` / ``jax.vmap`` reach every array inside it. A plain Python function is a static
+  argument: a new lambda or closure compiles anew (pass the same function object, or a ``Partial``).
+* :func:`front_door` validates what every estimator shares (the SDE, the points or the sample shape, the key, the
+  score, an optional prior and batch size) and returns a :class:`Front`: the score and prior as *flat* traced callables
+  on one point of shape (D,), D the product of the event shape, and the points flattened to (n, D). Kernels work on
+  flat points only; :meth:`Front.unflatten` restores the event shape of returned points.
+* Eager or traced. Called with concrete arrays, the front door checks values on the host (NaN in x, a score that is
+  non-finite at a few probe times) and raises naming the argument before any compiled work; after the kernel,
+  :meth:`Front.finite` diagnoses a non-finite result on the host. Under ``jit``, ``vmap`` or ``grad`` (any traced
+  leaf), value checks become runtime checks with ``equinox.error_if`` (diffrax's pattern): a NaN still raises.
+* Shape checks are abstract (``jax.eval_shape``) and cached per score type, tree structure, leaf shapes and event
+  shape, so a repeated call traces nothing.
 * :func:`map_points` applies a per-point kernel over the points in chunks of ``batch_size`` (``jax.lax.map``), so
   peak memory is bounded by the chunk, not by n; with per-point keys the result does not depend on the chunking.
-* :func:`raise_if_nonfinite` turns a non-finite result into an error that says where the score went non-finite,
-  instead of a silent NaN.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional
+import math
+from typing import Callable, NamedTuple, Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_positive_int
+from ._checks import check_key, check_points, check_positive_int, check_shape
+from .sde import check_sde
 
 
 class BoundScore(eqx.Module):
@@ -32,8 +40,8 @@ class BoundScore(eqx.Module):
     obj: object
     name: str = eqx.field(static=True)
 
-    def __call__(self, x, t):
-        return getattr(self.obj, self.name)(x, t)
+    def __call__(self, *args):
+        return getattr(self.obj, self.name)(*args)
 
 
 class NNXScore(eqx.Module):
@@ -43,10 +51,30 @@ class NNXScore(eqx.Module):
     state: object
     name: str = eqx.field(static=True)
 
-    def __call__(self, x, t):
+    def __call__(self, *args):
         from flax import nnx
 
-        return getattr(nnx.merge(self.graphdef, self.state), self.name)(x, t)
+        return getattr(nnx.merge(self.graphdef, self.state), self.name)(*args)
+
+
+class FlatScore(eqx.Module):
+    """A score on event-shaped points seen as a score on flat points (D,): reshape in, flatten out."""
+
+    fn: Callable
+    event_shape: tuple = eqx.field(static=True)
+
+    def __call__(self, y, t):
+        return jnp.reshape(self.fn(jnp.reshape(y, self.event_shape), t), (-1,))
+
+
+class FlatLogProb(eqx.Module):
+    """A log-density on event-shaped points seen as one on flat points (D,)."""
+
+    fn: Callable
+    event_shape: tuple = eqx.field(static=True)
+
+    def __call__(self, y):
+        return self.fn(jnp.reshape(y, self.event_shape))
 
 
 def _is_pytree_node(obj) -> bool:
@@ -62,9 +90,9 @@ def _nnx_module(obj) -> bool:
 
 
 def traced_score(score: Callable, name: str = "score") -> Callable:
-    """``score`` as a pytree callable whose arrays are traced (see the module docstring)."""
+    """``score`` (or any callable argument: a prior, a drift) as a pytree callable whose arrays are traced."""
     if score is None or not callable(score):
-        raise TypeError(f"{name} must be a callable score(x, t) (a function, model.score or a module), "
+        raise TypeError(f"{name} must be a callable (a function, a bound method such as model.score, or a module), "
                         f"got {type(score).__name__}")
     if isinstance(score, (eqx.Module, jax.tree_util.Partial)):
         return score
@@ -88,20 +116,194 @@ def traced_score(score: Callable, name: str = "score") -> Callable:
     return score
 
 
-def check_score(score: Callable, x, t=None, name: str = "score", dim: Optional[int] = None) -> None:
-    """The score maps one point (D,) and a scalar time to a floating array of shape (D,) (checked abstractly)."""
-    d = x.shape[-1] if dim is None else dim
-    xs = jax.ShapeDtypeStruct((d,), x.dtype)
-    ts = jax.ShapeDtypeStruct((), x.dtype)
+def is_traced(*trees) -> bool:
+    """True when any leaf of ``trees`` is a tracer (the call runs under jit, vmap or grad)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
+# --- abstract shape checks, cached ---------------------------------------------------------------------------------
+_SHAPE_OK: dict = {}
+_CACHE_MAX = 512
+
+
+def _signature(fn, *extra):
+    """A hashable description of ``fn`` as a pytree (structure, leaf shapes/dtypes, static leaves), or None."""
+    leaves, treedef = jax.tree_util.tree_flatten(fn)
+    sig = []
+    for leaf in leaves:
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            sig.append((tuple(leaf.shape), str(leaf.dtype), isinstance(leaf, jax.core.Tracer)))
+        else:
+            sig.append(leaf)
+    key = (treedef, tuple(sig), extra)
     try:
-        out = jax.eval_shape(score, xs, ts)
-    except Exception as e:  # noqa: BLE001 - any failure to trace is the score's
-        raise ValueError(f"{name} could not be evaluated on one point of shape ({d},) and a scalar t: "
-                         f"{type(e).__name__}: {e}") from e
-    if not hasattr(out, "shape") or tuple(out.shape) != (d,) or not jnp.issubdtype(out.dtype, jnp.floating):
-        got = f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape") else type(out).__name__
-        raise ValueError(f"{name}(x, t) must return a floating array of shape (D,) = ({d},) for x of shape ({d},), "
-                         f"got {got}")
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _cached_eval_shape(fn, args, what, check: Callable) -> None:
+    key = _signature(fn, what, tuple((a.shape, str(a.dtype)) for a in args))
+    if key is not None and key in _SHAPE_OK:
+        return
+    check(fn, args)
+    if key is not None:
+        if len(_SHAPE_OK) >= _CACHE_MAX:
+            _SHAPE_OK.clear()
+        _SHAPE_OK[key] = True
+
+
+def check_score(score: Callable, event_shape: tuple, dtype, name: str = "score") -> None:
+    """``score`` maps one point of shape ``event_shape`` and a scalar time to a floating array of that shape
+    (checked abstractly with ``jax.eval_shape``, cached: a repeated call traces nothing)."""
+    ev = tuple(event_shape)
+    args = (jax.ShapeDtypeStruct(ev, dtype), jax.ShapeDtypeStruct((), dtype))
+
+    def check(fn, a):
+        try:
+            out = jax.eval_shape(fn, *a)
+        except Exception as e:  # noqa: BLE001 - any failure to trace is the score's
+            raise ValueError(f"{name} could not be evaluated on one point of shape {ev} and a scalar t: "
+                             f"{type(e).__name__}: {e}") from e
+        if not hasattr(out, "shape") or tuple(out.shape) != ev or not jnp.issubdtype(out.dtype, jnp.floating):
+            got = f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape") else type(out).__name__
+            raise ValueError(f"{name}(x, t) must return a floating array of the point's shape {ev} for x of shape "
+                             f"{ev}, got {got}")
+
+    _cached_eval_shape(score, args, ("score", name), check)
+
+
+def check_log_prob(fn: Callable, event_shape: tuple, dtype, name: str = "prior_log_prob") -> None:
+    """``fn`` maps one point of shape ``event_shape`` to a scalar (abstractly, cached)."""
+    ev = tuple(event_shape)
+
+    def check(f, a):
+        try:
+            out = jax.eval_shape(f, *a)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{name} could not be evaluated on one point of shape {ev}: {type(e).__name__}: {e}") \
+                from e
+        if getattr(out, "shape", None) != ():
+            raise ValueError(f"{name}(y) must return a scalar for one point y of shape {ev}, "
+                             f"got {getattr(out, 'shape', type(out).__name__)}")
+
+    _cached_eval_shape(fn, (jax.ShapeDtypeStruct(ev, dtype),), ("log_prob", name), check)
+
+
+def flat_score(score: Callable, event_shape: tuple) -> Callable:
+    return score if len(event_shape) == 1 else FlatScore(score, tuple(event_shape))
+
+
+# --- the front door ------------------------------------------------------------------------------------------------
+def probe_times(sde, t_lo: float, t_hi: Optional[float] = None) -> np.ndarray:
+    """The few times in [t_lo, t_hi] (default [t0, T]) at which the front door probes the score: geometric from
+    t_lo (where a score is most fragile), plus the midpoint."""
+    t_hi = float(sde.T if t_hi is None else t_hi)
+    t_lo = float(t_lo)
+    if t_lo <= 0:
+        t_lo = min(1e-5 * sde.T, 0.5 * t_hi)
+    lo, hi = min(t_lo, t_hi), max(t_lo, t_hi)
+    return np.unique(np.concatenate([np.geomspace(lo, hi, 6), [0.5 * (lo + hi)]]))
+
+
+class Front(NamedTuple):
+    """What :func:`front_door` hands an estimator: flat traced ``score`` (D,) -> (D,); flat points ``x`` (n, D)
+    (None for a sampler); ``event_shape``; ``n``; ``dtype``; ``key`` (checked, or None); ``prior`` a flat traced
+    log-density (D,) -> scalar or None; ``batch_size``; ``eager`` (no traced leaf: host checks apply); ``times`` the
+    probe times; ``names`` the user-facing name of each checked callable."""
+
+    score: Callable
+    x: Optional[jax.Array]
+    event_shape: tuple
+    n: int
+    dtype: object
+    key: object
+    prior: Optional[Callable]
+    batch_size: Optional[int]
+    eager: bool
+    times: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.event_shape)
+
+    def unflatten(self, y):
+        """Points (n, ..., D) back to (n, ..., *event_shape)."""
+        return None if y is None else jnp.reshape(y, y.shape[:-1] + tuple(self.event_shape))
+
+    def point_keys(self, key=None):
+        return point_keys(self.key if key is None else key, self.n)
+
+    def finite(self, values, diagnose: Optional[Callable[[int], None]] = None, what: str = "the result"):
+        """``values`` (leading axis n), checked finite: eagerly on the host (``diagnose(i)`` may raise a more precise
+        error for the first failing point i), under a trace with ``equinox.error_if``. Returns ``values``."""
+        if self.eager and not is_traced(values):
+            v = np.asarray(values)
+            bad = ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1) if v.ndim else np.array([not np.isfinite(v)])
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                if diagnose is not None:
+                    diagnose(i)
+                raise ValueError(f"{what} is non-finite for point {i}: the score returned NaN/inf on its path, or "
+                                 "the computation overflowed")
+            return values
+        return eqx.error_if(values, ~jnp.all(jnp.isfinite(values)),
+                            f"{what} is non-finite: the score returned NaN/inf, or the computation overflowed")
+
+
+def front_door(score, sde, x=None, *, shape=None, key=None, key_required: bool = False, times=None,
+               prior_log_prob=None, batch_size=None, score_name: str = "score", x_name: str = "x",
+               dtype=None) -> Front:
+    """Validate what every estimator and sampler shares, eagerly and naming the argument (see the module docstring).
+
+    Arguments:
+        score: the score callable, ``score(x, t)`` on one point of the event shape.
+        sde: a :class:`diffdens.LinearSDE`.
+        x: the points (n, *event_shape) of an estimator; or ``shape`` (n, *event_shape) of a sampler.
+        key: a PRNG key; required when ``key_required``.
+        times: probe times at which an eager call evaluates the score once before compiled work (None: no probe).
+        prior_log_prob: None, or a log-density of one point of the event shape.
+        batch_size: None or a positive int.
+    Returns:
+        A :class:`Front`.
+    """
+    check_sde(sde)
+    if x is not None:
+        x = check_points(x, x_name)
+        n, event_shape, dt = x.shape[0], tuple(x.shape[1:]), x.dtype
+    else:
+        shp = check_shape(shape, "shape")
+        n, event_shape = shp[0], shp[1:]
+        dt = jnp.dtype(dtype or jnp.result_type(float))
+    if key is not None or key_required:
+        key = check_key(key)
+    batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size")
+    score = traced_score(score, score_name)
+    check_score(score, event_shape, dt, score_name)
+    prior = None
+    if prior_log_prob is not None:
+        prior = traced_score(prior_log_prob, "prior_log_prob")
+        check_log_prob(prior, event_shape, dt)
+        prior = prior if len(event_shape) == 1 else FlatLogProb(prior, event_shape)
+    fscore = flat_score(score, event_shape)
+    xf = None if x is None else jnp.reshape(x, (n, -1))
+    eager = not is_traced(score, x, key, prior)
+    times = None if times is None else np.asarray(times, dtype=np.float64)
+    if eager and times is not None:
+        x0 = xf[0] if xf is not None else jnp.zeros((math.prod(event_shape),), dt)
+        probe_score(fscore, x0, times, score_name, "x[0]" if xf is not None else "a point")
+    return Front(fscore, xf, event_shape, n, dt, key, prior, batch_size, eager, times)
+
+
+def check_callable(fn, event_shape, dtype, name: str, *, takes_time: bool = True) -> Callable:
+    """A further callable argument (an inference drift (y, t) -> like y): traced, shape-checked, made flat."""
+    fn = traced_score(fn, name)
+    if takes_time:
+        check_score(fn, event_shape, dtype, name)
+        return flat_score(fn, event_shape)
+    check_log_prob(fn, event_shape, dtype, name)
+    return fn if len(event_shape) == 1 else FlatLogProb(fn, tuple(event_shape))
 
 
 def point_keys(key, n: int):
@@ -128,38 +330,33 @@ def map_points(fn: Callable, args, batch_size: Optional[int]):
     return jax.tree_util.tree_map(lambda o: o.reshape((n_chunks * b,) + o.shape[2:])[:n], out)
 
 
-def check_batch_size(batch_size, name: str = "batch_size") -> Optional[int]:
-    return None if batch_size is None else check_positive_int(batch_size, name)
-
-
-def raise_if_nonfinite(values, score: Callable, x, times, name: str = "score") -> None:
-    """If ``values`` holds NaN/inf, find a time in ``times`` where ``score`` is non-finite at a failing point and
-    raise ValueError saying so (or saying that the estimate itself overflowed)."""
-    v = np.asarray(values)
-    bad = ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1) if v.ndim else np.array([not np.isfinite(v)])
-    if not bad.any():
-        return
-    i = int(np.flatnonzero(bad)[0]) if v.ndim else 0
-    xi = jnp.asarray(x)[min(i, x.shape[0] - 1)]
-    ts = jnp.asarray(np.asarray(times, dtype=np.float64), xi.dtype)
-    s = jax.vmap(lambda tt: score(xi, tt))(ts)
-    where = np.flatnonzero(~np.isfinite(np.asarray(s)).all(axis=-1))
-    if where.size:
-        raise ValueError(f"{name} returned a non-finite value at t={float(ts[where[0]]):.6g} "
-                         f"(on the path of point {i}); the result would be NaN")
-    raise ValueError(f"the result is non-finite for point {i} although {name} was finite at the probed times; "
-                     "the score may be non-finite elsewhere on the path, or the computation overflowed")
-
-
-def probe_score(score: Callable, x, times, name: str = "score") -> None:
-    """Evaluate ``score`` at the first point of ``x`` at a few ``times`` (one small call) and raise naming ``name``
-    if it returns NaN or inf there: the common case of a broken model is caught before the estimator runs."""
-    x0 = jnp.asarray(x)[0]
-    ts = jnp.asarray(np.asarray(times, dtype=np.float64), x0.dtype)
-    s = np.asarray(_probe(score, x0, ts))
+def first_nonfinite_time(score: Callable, x, times) -> Optional[float]:
+    """The first of ``times`` at which ``score(x, t)`` is non-finite for one flat point x (eager), or None."""
+    ts = jnp.asarray(np.asarray(times, dtype=np.float64), x.dtype)
+    s = np.asarray(_probe(score, x, ts))
     where = np.flatnonzero(~np.isfinite(s).all(axis=-1))
-    if where.size:
-        raise ValueError(f"{name} returned a non-finite value at t={float(ts[where[0]]):.6g} for x[0]")
+    return None if where.size == 0 else float(ts[where[0]])
+
+
+def probe_score(score: Callable, x0, times, name: str = "score", where: str = "x[0]") -> None:
+    """Evaluate ``score`` at one point at a few ``times`` (one small compiled call) and raise naming ``name`` if it
+    returns NaN or inf there: the common case of a broken model is caught before the estimator runs."""
+    t_bad = first_nonfinite_time(score, x0, times)
+    if t_bad is not None:
+        raise ValueError(f"{name} returned a non-finite value at t={t_bad:.6g} for {where}")
+
+
+def diagnose_score(score: Callable, x, times, name: str = "score") -> Callable[[int], None]:
+    """A ``diagnose(i)`` for :meth:`Front.finite`: raise naming the time where ``score`` is non-finite at point i."""
+
+    def diagnose(i: int) -> None:
+        xi = jnp.asarray(x)[min(i, x.shape[0] - 1)]
+        t_bad = first_nonfinite_time(score, xi, times)
+        if t_bad is not None:
+            raise ValueError(f"{name} returned a non-finite value at t={t_bad:.6g} (on the path of point {i}); "
+                             "the result would be NaN")
+
+    return diagnose
 
 
 @eqx.filter_jit

@@ -1,4 +1,4 @@
-"""Augmented SDEs that carry the log-density along (004_720dbaeb92b913c7 eq. 7, Thm. 1; Thm. 4, eq. 10).
+"""Augmented SDEs that carry the log-density along (Karczewski et al. 2025, eq. 7 and Thm. 1; Thm. 4, eq. 10).
 
 Derivation (Ito in reverse time, step h > 0 from t to t - h, s = score(x, t), linear drift f(t) x):
   x <- x - (f x - g^2 s) h + g sqrt(h) z
@@ -7,15 +7,14 @@ The Laplacian terms (Fokker-Planck 1/2 g^2 tr H and the Ito correction -1/2 g^2 
 reverse time, so no divergence is needed.  Euler-Maruyama on diffrax, the same Brownian increment for x and r, and
 one score evaluation per step (a single diffrax term computes drift and diffusion from one call).
 
-Every function here goes through one front door: the arguments are validated eagerly (ValueError / TypeError naming
-the argument), the score is made a traced pytree (:func:`diffdens._engine.traced_score`, so two models of one
-architecture share one compilation), one compiled kernel runs over the points in chunks of ``batch_size``, and a
-non-finite result becomes an error that says where the score went non-finite.
+Every function here goes through the package's one front door (``diffdens._engine.front_door``): arguments
+validated eagerly naming the argument, the score and the prior traced pytrees on flat points, one compiled kernel
+over the points in chunks of ``batch_size``, and a non-finite result an error (under jit/vmap/grad an
+``equinox.error_if``).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable, NamedTuple, Optional
 
 import diffrax
@@ -25,10 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._checks import check_key, check_option, check_points, check_positive_int, check_shape, check_t0
-from ._engine import (check_batch_size, check_score, map_points, point_keys, probe_score, raise_if_nonfinite,
-                      traced_score)
+from ._checks import check_option, check_positive_int, check_t0
+from ._engine import Front, diagnose_score, front_door, map_points, probe_times
+from .elbo import elbo
 from .estimate import Estimate, SamplePath, Samples, make_probes, value_and_divergence
+from .ode import ode_log_prob
+from .options import Divergence, check_divergence
 from .sde import LinearSDE, check_sde
 
 __all__ = ["sample_with_log_prob", "augmented_forward", "sde_bias_diagnostics", "BiasDiagnostics",
@@ -39,67 +40,21 @@ BATCH_SIZE = 1024  # points per chunk by default: peak memory stays far below 2 
 
 
 # --------------------------------------------------------------------------------------------------------------
-# front-door pieces shared by the three functions
+# after the kernels
 
 
-class _BoundFn(eqx.Module):
-    """``getattr(obj, name)`` as a pytree, for a one-argument function such as ``mixture.log_prob``."""
+def _check_result(front: Front, values, lp, x_start, sde, t0, reverse: bool = True):
+    """``values`` (n, ...) checked finite; eagerly, blame the prior log-density if it is non-finite at the start of
+    the failing point, else the score (at the first time on the path where it is non-finite)."""
+    times = np.linspace(float(sde.T), t0, 33) if reverse else np.linspace(t0, float(sde.T), 33)
+    score_diag = diagnose_score(front.score, x_start, times)
 
-    obj: object
-    name: str = eqx.field(static=True)
-
-    def __call__(self, x):
-        return getattr(self.obj, self.name)(x)
-
-
-def _traced_log_prob(fn, name: str = "prior_log_prob"):
-    """A log-density callable ``fn(x) -> scalar`` with its arrays traced where it is a method of a pytree."""
-    if not callable(fn):
-        raise TypeError(f"{name} must be a callable log_prob(x) -> scalar, got {type(fn).__name__}")
-    if inspect.ismethod(fn):
-        owner = fn.__self__
-        if not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(owner)):
-            return _BoundFn(owner, fn.__name__)
-    return fn
-
-
-def _check_log_prob(fn, d: int, dtype, name: str = "prior_log_prob") -> None:
-    try:
-        out = jax.eval_shape(fn, jax.ShapeDtypeStruct((d,), dtype))
-    except Exception as e:  # noqa: BLE001 - any failure to trace is the function's
-        raise ValueError(f"{name} could not be evaluated on one point of shape ({d},): {type(e).__name__}: {e}") from e
-    if not hasattr(out, "shape") or tuple(out.shape) != () or not jnp.issubdtype(out.dtype, jnp.floating):
-        got = f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape") else type(out).__name__
-        raise ValueError(f"{name}(x) must return a floating scalar for one point x of shape ({d},), got {got}")
-
-
-def _front_sampler(score, sde, key, shape, n_steps, t0, batch_size):
-    check_sde(sde)
-    key = check_key(key)
-    n, d = check_shape(shape, "shape")
-    n_steps = check_positive_int(n_steps, "n_steps")
-    t0 = check_t0(t0, sde.T)
-    batch_size = check_batch_size(batch_size)
-    score = traced_score(score)
-    return score, key, n, d, n_steps, t0, batch_size
-
-
-def _probe_times(sde, t0):
-    return np.array([float(sde.T), 0.5 * (float(sde.T) + t0), t0])
-
-
-def _raise_if_nonfinite(values, score, x_start, sde, t0, lp=None):
-    """A non-finite sample or log-density: blame the prior log-density if it is non-finite at the start, else the
-    score (at the first time on [t0, T] where it is non-finite at that point's start)."""
-    v = np.asarray(values)
-    bad = ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
-    if not bad.any():
-        return
-    if lp is not None:
-        i = int(np.flatnonzero(bad)[0])
-        if not np.isfinite(float(lp(jnp.asarray(x_start)[i]))):
+    def diagnose(i):
+        if reverse and not np.isfinite(float(lp(jnp.asarray(x_start)[i]))):
             raise ValueError(f"prior_log_prob returned a non-finite value at the start x_T of sample {i}")
-    raise_if_nonfinite(values, score, x_start, np.linspace(float(sde.T), t0, 33))
+        score_diag(i)
+
+    return front.finite(values, diagnose)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -195,46 +150,61 @@ def _check_save_at(save_at, scheme, t0, T, dtype):
     return jnp.asarray(np.clip(a, t0, T), dtype)
 
 
-def _sample_augmented(score, lp, sde, key, n, d, n_steps, t0, scheme, save_at, batch_size) -> Samples:
-    """The unchecked sampler behind :func:`sample_with_log_prob` (arguments already validated, score traced)."""
+def _sample_augmented(front: Front, lp, sde, key, n_steps, t0, scheme, save_at) -> Samples:
+    """The unchecked sampler behind :func:`sample_with_log_prob` (arguments already through the front door)."""
+    n, d = front.n, front.dim
     k_prior, k_paths = jax.random.split(key)
-    x_T = sde.prior_sample(k_prior, (n, d))
+    x_T = sde.prior_sample(k_prior, (n, d)).astype(front.dtype)
     taus = None if save_at is None else float(sde.T) - save_at
-    x0, r0, nfe, ys = _augmented_kernel(score, lp, sde, x_T, point_keys(k_paths, n), jnp.asarray(t0, x_T.dtype),
-                                        taus, n_steps, scheme, batch_size)
+    x0, r0, nfe, ys = _augmented_kernel(front.score, lp, sde, x_T, front.point_keys(k_paths),
+                                        jnp.asarray(t0, x_T.dtype), taus, n_steps, scheme, front.batch_size)
     check = jnp.concatenate([x0, r0[:, None]] + ([] if ys is None else [ys.reshape(n, -1)]), axis=1)
-    _raise_if_nonfinite(check, score, x_T, sde, t0, lp)
-    path = None if ys is None else SamplePath(save_at, ys[..., :d], ys[..., d])
-    return Samples(x0, r0, nfe, path=path)
+    check = _check_result(front, check, lp, x_T, sde, t0)
+    x0, r0 = check[:, :d], check[:, d]
+    path = None if ys is None else SamplePath(save_at, front.unflatten(ys[..., :d]), ys[..., d])
+    return Samples(front.unflatten(x0), r0, nfe, path=path)
+
+
+def _prior(front: Front, sde):
+    return sde.prior_log_prob if front.prior is None else front.prior
 
 
 def sample_with_log_prob(score: Callable, sde: LinearSDE, key, shape, *, n_steps: int = 1000, t0: float = 1e-5,
                          prior_log_prob: Optional[Callable] = None, scheme: str = "euler", save_at=None,
                          batch_size: Optional[int] = BATCH_SIZE) -> Samples:
-    """Sample x0 by the augmented reverse SDE, carrying r0 ~ log p0(x0) along (``004`` eq. 7, Thm. 1).
-
-    Returns :class:`~diffdens.Samples` with ``x`` (n, D), ``log_prob`` = r0 (n,), ``nfe`` (n,) score evaluations
-    per sample (each Jacobian-vector product counted as one), and ``path`` when ``save_at`` is given.
+    """Sample x0 by the augmented reverse SDE, carrying r0 ~ log p0(x0) along (Karczewski et al. 2025, eq. 7,
+    Thm. 1).
 
     ``scheme="euler"``: Euler-Maruyama on diffrax, one score evaluation per step, strong order 1/2 in r and weak
     order 1 (the mean of r0 - log p0(x0) is O(h)). ``scheme="milstein"``: adds the Milstein term
     g^2 h (z^T H z - tr H) / 2 to r (H = Jacobian of the score; the noise is commutative because H is symmetric, and
     x has additive noise so needs none), strong order 1 at the cost of D + 1 Jacobian-vector products per step; a
     plain scan, since diffrax's Milstein solvers take diagonal noise only.
-    ``prior_log_prob`` (default ``sde.prior_log_prob``) maps one point (D,) to log p_T; a new Python lambda per call
-    compiles anew, so define it once (or pass a method of a pytree, e.g. a mixture's, whose arrays are traced).
-    ``save_at`` (times in [t0, T], strictly decreasing, Euler only): ``path`` = SamplePath(ts, x (n, m, D),
-    log_prob (n, m)), the trajectory and its running log-density (``004`` Fig. 3).
-    Points run in chunks of ``batch_size`` (None: all at once); the result does not depend on it."""
-    score, key, n, d, n_steps, t0, batch_size = _front_sampler(score, sde, key, shape, n_steps, t0, batch_size)
+
+    Arguments:
+        score, sde: the score and its SDE.
+        key: PRNG key.
+        shape: (n, *event_shape).
+        n_steps: steps from T to t0.
+        t0: the end time in (0, T).
+        prior_log_prob: log p_T of one point (a scalar; default ``sde.prior_log_prob``).
+        scheme: ``"euler"`` or ``"milstein"``.
+        save_at: strictly decreasing times in [t0, T] (Euler only) at which to save the path.
+        batch_size: points per compiled chunk (None: all at once); the result does not depend on it.
+
+    Returns:
+        :class:`diffdens.Samples` with ``x`` (n, *event_shape), ``log_prob`` = r0 (n,), ``nfe`` (n,) score
+        evaluations per sample (each Jacobian-vector product counted as one), and ``path`` = SamplePath(ts,
+        x (n, m, *event_shape), log_prob (n, m)) when ``save_at`` is given (their Fig. 3).
+    """
+    check_sde(sde)
+    n_steps = check_positive_int(n_steps, "n_steps")
+    t0 = check_t0(t0, sde.T)
     check_option(scheme, ("euler", "milstein"), "scheme")
-    lp = _traced_log_prob(sde.prior_log_prob if prior_log_prob is None else prior_log_prob)
-    dtype = jnp.result_type(float)
-    save_at = _check_save_at(save_at, scheme, t0, float(sde.T), dtype)
-    check_score(score, jnp.zeros((1, d), dtype))
-    _check_log_prob(lp, d, dtype)
-    probe_score(score, jnp.zeros((1, d), dtype), _probe_times(sde, t0))
-    return _sample_augmented(score, lp, sde, key, n, d, n_steps, t0, scheme, save_at, batch_size)
+    front = front_door(score, sde, shape=shape, key=key, key_required=True, times=probe_times(sde, t0),
+                       prior_log_prob=prior_log_prob, batch_size=batch_size)
+    save_at = _check_save_at(save_at, scheme, t0, float(sde.T), front.dtype)
+    return _sample_augmented(front, _prior(front, sde), sde, front.key, n_steps, t0, scheme, save_at)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -242,18 +212,18 @@ def sample_with_log_prob(score: Callable, sde: LinearSDE, key, shape, *, n_steps
 
 
 class ForwardAugmented(NamedTuple):
-    """Output of :func:`augmented_forward`, per point: ``x_T`` (n, D) the end of the forward path, ``omega`` (n,)
-    the carried omega_T, ``log_prob`` (n,) = prior_log_prob(x_T) - omega_T, a one-path estimate whose mean is a lower
-    bound on log p_0^SDE(x) (equal for the true score; ``004`` Thm. 4, eqs. 11-12), and ``nfe`` (n,) score
-    evaluations per point (each Jacobian-vector product counted as one)."""
+    """Output of :func:`augmented_forward`, per point: ``x_T`` (n, *event_shape) the end of the forward path,
+    ``omega`` (n,) the carried omega_T, ``log_prob`` (n,) = prior_log_prob(x_T) - omega_T, a one-path estimate whose
+    mean is a lower bound on log p_0^SDE(x) (equal for the true score; Karczewski et al. 2025, Thm. 4, eqs. 11-12),
+    and ``nfe`` (n,) score evaluations per point (each Jacobian-vector product counted as one)."""
 
-    x_T: Float[Array, "n D"]
+    x_T: Array
     omega: Float[Array, " n"]
     log_prob: Float[Array, " n"]
     nfe: Array
 
 
-def _forward_one(score, lp, sde, n_steps, divergence, x, k, t0):
+def _forward_one(score, lp, sde, n_steps, hutch, x, k, t0):
     d = x.shape[-1]
     ts = t0 + (sde.T - t0) * jnp.arange(n_steps + 1, dtype=x.dtype) / n_steps
 
@@ -262,7 +232,7 @@ def _forward_one(score, lp, sde, n_steps, divergence, x, k, t0):
         t, t_next, kk = inp
         h = t_next - t
         kz, kv = jax.random.split(kk)
-        v = None if divergence == "exact" else make_probes(kv, 1, d, "rademacher", x.dtype)
+        v = None if hutch is None else make_probes(kv, hutch.n_probes, d, hutch.probe, x.dtype)
         s, div = value_and_divergence(lambda y: score(y, t), x, v)
         div = jnp.mean(div)
         f, g2 = sde.f(t), sde.g2(t)
@@ -272,48 +242,58 @@ def _forward_one(score, lp, sde, n_steps, divergence, x, k, t0):
         return (x_new, w_new), None
 
     (xT, w), _ = jax.lax.scan(step, (x, jnp.zeros((), x.dtype)), (ts[:-1], ts[1:], jax.random.split(k, n_steps)))
-    per_step = 1 + (d if divergence == "exact" else 1)  # the linearisation and the JVPs of the divergence
+    per_step = 1 + (d if hutch is None else hutch.n_probes)  # the linearisation and the JVPs of the divergence
     return xT, w, jnp.asarray(lp(xT), x.dtype) - w, jnp.asarray(n_steps * per_step, jnp.int32)
 
 
 @eqx.filter_jit
-def _forward_kernel(score, lp, sde, x, keys, t0, n_steps, divergence, batch_size):
-    return map_points(lambda xi, k: _forward_one(score, lp, sde, n_steps, divergence, xi, k, t0), (x, keys),
+def _forward_kernel(score, lp, sde, x, keys, t0, n_steps, hutch, batch_size):
+    return map_points(lambda xi, k: _forward_one(score, lp, sde, n_steps, hutch, xi, k, t0), (x, keys),
                       batch_size)
 
 
-def augmented_forward(score: Callable, sde: LinearSDE, x: Float[Array, "n D"], *, key=None, t0: float = 1e-5,
-                      n_steps: int = 1000, divergence: str = "exact", prior_log_prob: Optional[Callable] = None,
+def augmented_forward(score: Callable, sde: LinearSDE, x: Float[Array, "n *event"], *, key=None, t0: float = 1e-5,
+                      n_steps: int = 1000, divergence: Divergence = "exact",
+                      prior_log_prob: Optional[Callable] = None,
                       batch_size: Optional[int] = BATCH_SIZE) -> ForwardAugmented:
-    """The augmented forward SDE (``004`` Thm. 4, eq. 10), Euler-Maruyama from t0 to T, one path per point of x.
+    """The augmented forward SDE (Karczewski et al. 2025, Thm. 4, eq. 10), Euler-Maruyama from t0 to T, one path
+    per point of x.
 
-    Returns :class:`ForwardAugmented` (x_T, omega, log_prob, nfe): omega_T = log p_T^SDE(x_T) - log p_0^SDE(x) + Y
-    with E[Y] >= 0 and = 0 for the true score (eqs. 11-12), so ``log_prob`` = log p_T(x_T) - omega_T has mean
-    <= log p_0^SDE(x), with equality for the true score (``prior_log_prob`` gives log p_T, default
-    ``sde.prior_log_prob``). ``divergence`` is "exact" (D JVPs per step) or "hutchinson" (one Rademacher probe per
-    step). Points run in chunks of ``batch_size``; the result does not depend on it."""
+    omega_T = log p_T^SDE(x_T) - log p_0^SDE(x) + Y with E[Y] >= 0 and = 0 for the true score (their eqs. 11-12),
+    so ``log_prob`` = log p_T(x_T) - omega_T has mean <= log p_0^SDE(x), with equality for the true score.
+
+    Arguments:
+        score, sde: the score and its SDE.
+        x: the points, shape (n, *event_shape).
+        key: PRNG key (required).
+        t0: the start time in (0, T).
+        n_steps: Euler-Maruyama steps.
+        divergence: ``"exact"`` (D JVPs per step) or :class:`diffdens.Hutchinson` (``n_probes`` probes per step).
+        prior_log_prob: log p_T of one point (a scalar; default ``sde.prior_log_prob``).
+        batch_size: points per compiled chunk; the result does not depend on it.
+
+    Returns:
+        :class:`ForwardAugmented` (x_T, omega, log_prob, nfe).
+    """
     check_sde(sde)
-    x = check_points(x, "x")
-    key = check_key(key)
     t0 = check_t0(t0, sde.T)
     n_steps = check_positive_int(n_steps, "n_steps")
-    check_option(divergence, ("exact", "hutchinson"), "divergence")
-    batch_size = check_batch_size(batch_size)
-    score = traced_score(score)
-    lp = _traced_log_prob(sde.prior_log_prob if prior_log_prob is None else prior_log_prob)
-    n, d = x.shape
-    check_score(score, x)
-    _check_log_prob(lp, d, x.dtype)
-    probe_score(score, x, _probe_times(sde, t0))
-    out = ForwardAugmented(*_forward_kernel(score, lp, sde, x, point_keys(key, n), jnp.asarray(t0, x.dtype),
-                                            n_steps, divergence, batch_size))
-    v = jnp.concatenate([out.x_T, out.omega[:, None], out.log_prob[:, None]], axis=1)
-    if not bool(jnp.all(jnp.isfinite(v))):
-        bad = int(np.flatnonzero(~np.isfinite(np.asarray(v)).all(axis=1))[0])
-        if bool(jnp.isfinite(out.omega[bad])) and bool(jnp.all(jnp.isfinite(out.x_T[bad]))):
-            raise ValueError(f"prior_log_prob returned a non-finite value at x_T of point {bad}")
-        raise_if_nonfinite(v, score, x, np.linspace(t0, float(sde.T), 33))
-    return out
+    hutch = check_divergence(divergence)
+    front = front_door(score, sde, x, key=key, key_required=True, times=probe_times(sde, t0),
+                       prior_log_prob=prior_log_prob, batch_size=batch_size)
+    lp = _prior(front, sde)
+    x_T, omega, log_prob, nfe = _forward_kernel(front.score, lp, sde, front.x, front.point_keys(),
+                                                jnp.asarray(t0, front.dtype), n_steps, hutch, front.batch_size)
+    score_diag = diagnose_score(front.score, front.x, np.linspace(t0, float(sde.T), 33))
+
+    def diagnose(i):
+        if bool(jnp.isfinite(omega[i])) and bool(jnp.all(jnp.isfinite(x_T[i]))):
+            raise ValueError(f"prior_log_prob returned a non-finite value at x_T of point {i}")
+        score_diag(i)
+
+    v = front.finite(jnp.concatenate([x_T, omega[:, None], log_prob[:, None]], axis=1), diagnose)
+    d = front.dim
+    return ForwardAugmented(front.unflatten(v[:, :d]), v[:, d], v[:, d + 1], nfe)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -321,8 +301,8 @@ def augmented_forward(score: Callable, sde: LinearSDE, x: Float[Array, "n D"], *
 
 
 class BiasDiagnostics(NamedTuple):
-    """``004`` eqs. 14-15, each a scalar :class:`~diffdens.Estimate` (mean over the samples, its standard error):
-    R = E[r0 - ELBO] >= 0 bounds the bias of both r0 and the ELBO; R^L <= KL(p^SDE || p^ODE) <= R^U."""
+    """Karczewski et al. 2025, eqs. 14-15, each a scalar :class:`diffdens.Estimate` (mean over the samples, its
+    standard error): R = E[r0 - ELBO] >= 0 bounds the bias of both r0 and the ELBO; R^L <= KL(p^SDE || p^ODE) <= R^U."""
 
     R: Estimate
     R_upper: Estimate
@@ -332,28 +312,32 @@ class BiasDiagnostics(NamedTuple):
 def sde_bias_diagnostics(score: Callable, sde: LinearSDE, key, shape, *, n_steps: int = 1000, t0: float = 1e-5,
                          n_times: int = 1000, ode_kwargs: Optional[dict] = None,
                          batch_size: Optional[int] = BATCH_SIZE) -> BiasDiagnostics:
-    """R, R^U, R^L with standard errors over n samples (x0, r0) of the augmented reverse SDE (``004`` eqs. 14-15).
+    """R, R^U, R^L with standard errors over n samples (x0, r0) of the augmented reverse SDE (Karczewski et al.
+    2025, eqs. 14-15).
 
-    ELBO(x0) from :func:`diffdens.elbo` (its defaults, ``n_times`` times per point), log p^ODE(x0) from
-    :func:`diffdens.ode_log_prob` (its defaults, updated by ``ode_kwargs``). ``batch_size`` chunks the sampler."""
-    from .elbo import elbo
-    from .ode import ode_log_prob
+    Arguments:
+        score, sde, key, shape, n_steps, t0, batch_size: as :func:`sample_with_log_prob` (n >= 2).
+        n_times: time samples per point of :func:`diffdens.elbo` (its other defaults).
+        ode_kwargs: keyword arguments of :func:`diffdens.ode_log_prob` (e.g. ``solve``, ``divergence``).
 
-    score, key, n, d, n_steps, t0, batch_size = _front_sampler(score, sde, key, shape, n_steps, t0, batch_size)
-    if n < 2:
-        raise ValueError(f"shape must hold at least 2 samples for a standard error, got {shape}")
+    Returns:
+        :class:`BiasDiagnostics` (R, R_upper, R_lower), each a 0-d :class:`diffdens.Estimate`.
+    """
+    check_sde(sde)
+    n_steps = check_positive_int(n_steps, "n_steps")
+    t0 = check_t0(t0, sde.T)
     n_times = check_positive_int(n_times, "n_times")
     if ode_kwargs is not None and not isinstance(ode_kwargs, dict):
         raise TypeError(f"ode_kwargs must be a dict or None, got {type(ode_kwargs).__name__}")
     for bad in ("key", "t0", "x"):
         if ode_kwargs and bad in ode_kwargs:
             raise ValueError(f"ode_kwargs must not set {bad!r} (sde_bias_diagnostics sets it)")
-    lp = _traced_log_prob(sde.prior_log_prob)
-    dtype = jnp.result_type(float)
-    check_score(score, jnp.zeros((1, d), dtype))
-    probe_score(score, jnp.zeros((1, d), dtype), _probe_times(sde, t0))
-    ks, ke, ko = jax.random.split(key, 3)
-    smp = _sample_augmented(score, lp, sde, ks, n, d, n_steps, t0, "euler", None, batch_size)
+    front = front_door(score, sde, shape=shape, key=key, key_required=True, times=probe_times(sde, t0),
+                       batch_size=batch_size)
+    if front.n < 2:
+        raise ValueError(f"shape must hold at least 2 samples for a standard error, got {shape}")
+    ks, ke, ko = jax.random.split(front.key, 3)
+    smp = _sample_augmented(front, sde.prior_log_prob, sde, ks, n_steps, t0, "euler", None)
     lb = elbo(score, sde, smp.x, key=ke, n_times=n_times, t0=t0).value
     lode = ode_log_prob(score, sde, smp.x, key=ko, t0=t0, **(ode_kwargs or {})).value
 

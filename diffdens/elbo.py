@@ -1,6 +1,6 @@
 """The continuous-time ELBO of the plug-in reverse SDE, per data point.
 
-``002_f66275a1c9cf2a92.txt`` Thm. 3 and App. B (eqs. 37-39); ``001_4a6883c9517e568d.txt`` eqs. 16/25. On [t0, T],
+Song et al. 2021b, Thm. 3 and App. B (eqs. 37-39); Huang et al. 2021, eqs. 16 and 25. On [t0, T],
 
     L^SM(x)  = -E log pi(x_T) + 1/2 int E[ 2 g^2 div s + g^2 |s|^2 - 2 D f ] dt            (form="ism")
     L^DSM(x) = -E log pi(x_T) + 1/2 int E[ g^2 |s + eps/sigma_t|^2 - g^2 |eps|^2/sigma_t^2 - 2 D f ] dt   (form="dsm")
@@ -28,11 +28,10 @@ import numpy as np
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_bool, check_key, check_option, check_points, check_positive_int, check_real, check_t0
-from ._engine import (check_batch_size, check_score, map_points, point_keys, probe_score, raise_if_nonfinite,
-                      traced_score)
-from .estimate import (Estimate, check_prior_log_prob, make_probes, probe_times, sample_times,
-                       value_and_divergence)
+from ._checks import check_bool, check_option, check_positive_int, check_real, check_t0
+from ._engine import check_callable, diagnose_score, front_door, map_points, probe_times
+from .estimate import Estimate, make_probes, sample_times, value_and_divergence
+from .options import Divergence, Hutchinson, check_divergence
 from .sde import LinearSDE, check_sde
 
 FORMS = ("dsm", "ism")
@@ -42,7 +41,7 @@ EVALS_PER_CALL = 65_536  # score evaluations held in memory at once (points x ti
 def elbo(
     score: Callable,
     sde: LinearSDE,
-    x: Float[Array, "n D"],
+    x: Float[Array, "n *event"],
     *,
     key: PRNGKeyArray = None,
     n_times: int = 1000,
@@ -51,42 +50,55 @@ def elbo(
     t0: float = 1e-5,
     eps_correction: bool = True,
     n_correction: Optional[int] = None,
-    divergence: str = "hutchinson",
+    divergence: Divergence = "hutchinson",
     prior_log_prob: Optional[Callable] = None,
     batch_size: Optional[int] = None,
 ) -> Estimate:
-    """Per-point lower bound on log p^SDE(x) with its standard error over ``n_times`` time samples.
+    """Per-point lower bound on log p^SDE(x) with its standard error (Song et al. 2021b, Thm. 3, eqs. 37-39;
+    Huang et al. 2021, eq. 25).
 
-    The eps correction (eq. 39) is averaged over ``n_correction`` draws of x' (default min(n_times, 32)): its
-    integrand is D log a0 + O(s0 |s|), of tiny variance at the usual t0, so a few draws suffice and the correction
-    costs a few percent of the bound. The stderr combines both averages (each with its own sample variance).
-    Points are processed in batches of ``batch_size`` (default: 65536 score evaluations at a time).
-    ``prior_log_prob`` replaces the closed-form Gaussian prior term (:meth:`LinearSDE.expected_prior_log_prob`) by a
-    Monte Carlo average of log pi(x_T), x_T ~ p(x_T | x), one draw per time sample."""
+    Arguments:
+        score: ``score(x, t)`` on one point of the event shape (its arrays are traced).
+        sde: the forward SDE.
+        x: the points, shape (n, *event_shape).
+        key: PRNG key (required): per point, ``n_times`` draws of (t, x_t).
+        n_times: time samples per point.
+        form: ``"dsm"`` (denoising form, no derivative of the score) or ``"ism"`` (implicit score matching form,
+            with the divergence of the score).
+        importance_sampling: draw t with density proportional to g^2 / sigma_t^2 (the log-SNR uniform; Song et al.
+            2021b, eq. 12) instead of uniformly.
+        t0: the lower time end in (0, T).
+        eps_correction: add eq. 39's correction so that the bound is on log p(x) of the data, not of the
+            t0-smoothed density; averaged over ``n_correction`` draws (default min(n_times, 32)).
+        divergence: for ``form="ism"``: ``"exact"``, ``"hutchinson"`` or :class:`diffdens.Hutchinson` (probes per
+            time sample).
+        prior_log_prob: log pi(y) of one point (a scalar), replacing the closed-form Gaussian prior term by a Monte
+            Carlo average of log pi(x_T), one draw per time sample.
+        batch_size: points per compiled chunk (default: 65536 score evaluations at a time).
+
+    Returns:
+        :class:`diffdens.Estimate` (value (n,), stderr (n,) combining both Monte Carlo averages, nfe None).
+    """
     check_sde(sde)
-    x = check_points(x, "x")
-    key = check_key(key)
     check_option(form, FORMS, "form")
-    check_option(divergence, ("exact", "hutchinson"), "divergence")
+    hutch = check_divergence(divergence)
     n_times = check_positive_int(n_times, "n_times")
     is_ = check_bool(importance_sampling, "importance_sampling")
     eps_corr = check_bool(eps_correction, "eps_correction")
     n_corr = check_positive_int(min(n_times, 32) if n_correction is None else n_correction, "n_correction")
     t0 = check_t0(t0, sde.T)
-    batch_size = check_batch_size(batch_size)
-    if batch_size is None:
-        batch_size = max(1, EVALS_PER_CALL // (n_times * (x.shape[-1] if form == "ism" and divergence == "exact"
-                                                          else 1)))
-    prior_log_prob = check_prior_log_prob(prior_log_prob, x)
-    score = traced_score(score)
-    check_score(score, x)
     times = probe_times(sde, t0)
-    probe_score(score, x, times)
-    est = elbo_kernel(score, sde, x, point_keys(key, x.shape[0]), jnp.asarray(t0, x.dtype), form=form, m=n_times,
-                      is_=is_, eps_corr=eps_corr, n_corr=n_corr, divergence=divergence,
-                      prior_log_prob=prior_log_prob, batch_size=batch_size)
-    raise_if_nonfinite(est.value, score, x, times)
-    return est
+    front = front_door(score, sde, x, key=key, key_required=True, times=times, prior_log_prob=prior_log_prob,
+                       batch_size=batch_size)
+    batch_size = front.batch_size
+    if batch_size is None:
+        per = front.dim if form == "ism" and hutch is None else (hutch.n_probes if form == "ism" else 1)
+        batch_size = max(1, EVALS_PER_CALL // (n_times * per))
+    est = elbo_kernel(front.score, sde, front.x, front.point_keys(), jnp.asarray(t0, front.dtype), form=form,
+                      m=n_times, is_=is_, eps_corr=eps_corr, n_corr=n_corr, hutch=hutch, prior_log_prob=front.prior,
+                      batch_size=batch_size)
+    value = front.finite(est.value, diagnose_score(front.score, front.x, times))
+    return Estimate(value, est.stderr, None)
 
 
 def eps_correction_terms(score, sde, x, key, t0, m):
@@ -104,7 +116,7 @@ def _mean_var(v):
     return mean, var
 
 
-def _per_point(score, sde, form, m, is_, t0, eps_corr, n_corr, divergence, prior_log_prob, x, key):
+def _per_point(score, sde, form, m, is_, t0, eps_corr, n_corr, hutch, prior_log_prob, x, key):
     d = x.shape[-1]
     kt, ke, kp, kT, kc = jax.random.split(key, 5)
     t, w = sample_times(sde, kt, (m,), t0=t0, importance_sampling=is_, dtype=x.dtype)
@@ -121,10 +133,10 @@ def _per_point(score, sde, form, m, is_, t0, eps_corr, n_corr, divergence, prior
             val, div = value_and_divergence(lambda z: score(z, tt), y, v)
             return val, jnp.mean(div)
 
-        if divergence == "exact":
+        if hutch is None:
             s, div = jax.vmap(lambda y, tt: s_and_div(y, tt, None))(xt, t)
         else:
-            probes = make_probes(kp, m, d, "rademacher", x.dtype)[:, None, :]
+            probes = make_probes(kp, m * hutch.n_probes, d, hutch.probe, x.dtype).reshape(m, hutch.n_probes, d)
             s, div = jax.vmap(s_and_div)(xt, t, probes)
         inner = g2 * (2 * div + jnp.sum(s**2, -1))
     term = 0.5 * inner - d * f
@@ -141,11 +153,11 @@ def _per_point(score, sde, form, m, is_, t0, eps_corr, n_corr, divergence, prior
 
 
 @eqx.filter_jit
-def elbo_kernel(score, sde, x, keys, t0, *, form, m, is_, eps_corr, n_corr, divergence, prior_log_prob,
-                batch_size) -> Estimate:
+def elbo_kernel(score, sde, x, keys, t0, *, form, m, is_, eps_corr, n_corr, hutch: Optional[Hutchinson],
+                prior_log_prob, batch_size) -> Estimate:
     """The unchecked kernel of :func:`elbo` (``score`` traced, ``t0`` a traced scalar)."""
     value, stderr = map_points(
-        lambda xx, k: _per_point(score, sde, form, m, is_, t0, eps_corr, n_corr, divergence, prior_log_prob, xx, k),
+        lambda xx, k: _per_point(score, sde, form, m, is_, t0, eps_corr, n_corr, hutch, prior_log_prob, xx, k),
         (x, keys), batch_size)
     return Estimate(value, stderr, None)
 
@@ -153,7 +165,7 @@ def elbo_kernel(score, sde, x, keys, t0, *, form, m, is_, eps_corr, n_corr, dive
 def hvae_elbo(
     score: Callable,
     sde: LinearSDE,
-    x: Float[Array, "n D"],
+    x: Float[Array, "n *event"],
     *,
     key: PRNGKeyArray = None,
     n_layers: int,
@@ -163,14 +175,28 @@ def hvae_elbo(
     t0: float = 0.0,
     batch_size: Optional[int] = None,
 ) -> Estimate:
-    """The discrete-time ELBO of the L-layer hierarchical VAE (``001_4a6883c9517e568d.txt`` eqs. 19-23).
+    """The discrete-time ELBO of the L-layer hierarchical VAE (Huang et al. 2021, eqs. 19-23).
 
-    ``lam`` is the parameter of Huang et al.'s reverse-SDE family (eta in the book's prose, lam < 1).
-    Decoder: Euler-Maruyama steps of the lam plug-in reverse SDE (eq. 27) on a uniform grid of ``n_layers`` steps
-    of [t0, T], prior N(0, prior_std^2). Encoder: Euler-Maruyama steps of the inference SDE, by default the
-    lam-family inference SDE dY = (f y - lam/2 g^2 s) dt + sqrt(1 - lam) g dB (the forward SDE for lam = 0), or
-    dY = inference_drift(y, t) dt + sqrt(1 - lam) g dB. Tends to the CT-ELBO as n_layers grows (Thm. 5). Per point,
-    the value and stderr are over ``n_paths`` encoder paths."""
+    Decoder: Euler-Maruyama steps of the ``lam`` plug-in reverse SDE (their eq. 27) on a uniform grid of
+    ``n_layers`` steps of [t0, T], prior N(0, prior_std^2). Encoder: Euler-Maruyama steps of the inference SDE, by
+    default the ``lam``-family inference SDE dY = (f y - lam/2 g^2 s) dt + sqrt(1 - lam) g dB (the forward SDE for
+    lam = 0), or dY = inference_drift(y, t) dt + sqrt(1 - lam) g dB. Tends to the continuous-time ELBO as n_layers
+    grows (their Thm. 5).
+
+    Arguments:
+        score, sde: the score and its SDE.
+        x: the points, shape (n, *event_shape).
+        key: PRNG key (required).
+        n_layers: the number of layers L (Euler-Maruyama steps).
+        n_paths: encoder paths per point (value and stderr are over them).
+        lam: the parameter of the reverse-SDE family (eta in the book's prose), lam < 1.
+        inference_drift: an encoder drift b(y, t) on one point, or None for the lam-family drift.
+        t0: the lower time end in [0, T), with g(t0)^2 > 0.
+        batch_size: points per compiled chunk.
+
+    Returns:
+        :class:`diffdens.Estimate` (value (n,), stderr (n,), nfe None).
+    """
     vals, _ = _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size)
     return Estimate.from_samples(vals)
 
@@ -178,7 +204,7 @@ def hvae_elbo(
 def variational_gap(
     score: Callable,
     sde: LinearSDE,
-    x: Float[Array, "n D"],
+    x: Float[Array, "n *event"],
     *,
     key: PRNGKeyArray = None,
     inference_drift: Callable,
@@ -188,11 +214,18 @@ def variational_gap(
     t0: float = 0.0,
     batch_size: Optional[int] = None,
 ) -> Estimate:
-    """Thm. 4 of ``001_4a6883c9517e568d.txt`` (eq. 18): log p(x) - CT-ELBO = 1/2 int E_Q |a - a*|^2 ds, here written
-    as the time integral of |b - b*|^2 / (2 (1 - lam) g^2) along the encoder paths of :func:`hvae_elbo`, where b is the
-    encoder drift and b* = f y - lam/2 g^2 s the optimal one. Exact when ``score`` is the true score of the
-    generative model's marginals (e.g. an exact mixture score, whose plug-in reverse SDE has marginals p_t).
-    The same ``key`` as :func:`hvae_elbo` gives the same paths."""
+    """The variational gap log p(x) - CT-ELBO = 1/2 int E_Q |a - a*|^2 ds (Huang et al. 2021, Thm. 4, eq. 18),
+    written as the time integral of |b - b*|^2 / (2 (1 - lam) g^2) along the encoder paths of :func:`hvae_elbo`,
+    where b is the encoder drift and b* = f y - lam/2 g^2 s the optimal one. Exact when ``score`` is the true score
+    of the generative model's marginals (e.g. an exact mixture score). The same ``key`` as :func:`hvae_elbo` gives
+    the same paths.
+
+    Arguments:
+        as :func:`hvae_elbo`; ``inference_drift`` is required.
+
+    Returns:
+        :class:`diffdens.Estimate` of the gap per point (value (n,), stderr (n,)).
+    """
     if inference_drift is None:
         raise TypeError("inference_drift must be a callable b(y, t), got None")
     _, gaps = _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size)
@@ -201,8 +234,6 @@ def variational_gap(
 
 def _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size):
     check_sde(sde)
-    x = check_points(x, "x")
-    key = check_key(key)
     n_layers = check_positive_int(n_layers, "n_layers")
     n_paths = check_positive_int(n_paths, "n_paths")
     lam = check_real(lam, "lam")
@@ -211,21 +242,17 @@ def _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t
     t0 = check_real(t0, "t0", lo=0.0, hi=float(sde.T), open_hi=True)
     if not float(sde.g2(t0)) > 0:
         raise ValueError(f"t0 must be > 0 for {type(sde).__name__}, whose g(t0)^2 = 0 at t0 = {t0} (no Gaussian layer)")
-    batch_size = check_batch_size(batch_size)
-    if batch_size is None:
-        batch_size = max(1, EVALS_PER_CALL // n_paths)
-    if inference_drift is not None:
-        inference_drift = traced_score(inference_drift, "inference_drift")
-        check_score(inference_drift, x, name="inference_drift")
-    score = traced_score(score)
-    check_score(score, x)
     times = probe_times(sde, max(t0, 1e-5 * sde.T))
-    probe_score(score, x, times)
-    vals, gaps = hvae_kernel(score, sde, x, point_keys(key, x.shape[0]), jnp.asarray(t0, x.dtype),
-                             jnp.asarray(lam, x.dtype), drift=inference_drift, n_layers=n_layers, n_paths=n_paths,
+    front = front_door(score, sde, x, key=key, key_required=True, times=times, batch_size=batch_size)
+    batch_size = front.batch_size if front.batch_size is not None else max(1, EVALS_PER_CALL // n_paths)
+    drift = None
+    if inference_drift is not None:
+        drift = check_callable(inference_drift, front.event_shape, front.dtype, "inference_drift")
+    vals, gaps = hvae_kernel(front.score, sde, front.x, front.point_keys(), jnp.asarray(t0, front.dtype),
+                             jnp.asarray(lam, front.dtype), drift=drift, n_layers=n_layers, n_paths=n_paths,
                              batch_size=batch_size)
-    raise_if_nonfinite(vals, score, x, np.concatenate([[t0], times]))
-    return vals, gaps
+    vals = front.finite(vals, diagnose_score(front.score, front.x, np.concatenate([[t0], times])))
+    return vals, front.finite(gaps, what="the variational gap")
 
 
 def _hvae_point(score, sde, n_layers, n_paths, lam, drift, t0, x, key):

@@ -3,9 +3,9 @@
 * ``Estimate``: per-point ``value``, its Monte Carlo ``stderr`` (None where exact), and ``nfe`` (None where no
   ODE/SDE is solved).
 * Divergences: exact (D Jacobian-vector products) or Hutchinson's estimator with Rademacher or Gaussian probes
-  (``000_8c59016f91bb37e4.txt`` App. B).
+  (Hutchinson 1989; Grathwohl et al. 2019).
 * Time sampling on [t0, T]: uniform, or importance sampling from p(t) proportional to g(t)^2 / sigma_t^2
-  (``002_f66275a1c9cf2a92.txt`` eq. 12, whose alpha(t)^2 weighting is our sigma_t^2). Since
+  (Song et al. 2021b, eq. 12, whose lambda(t) weighting is our sigma_t^2). Since
   d lambda / dt = -g^2 / sigma_t^2, that proposal is exactly "the log-SNR lambda uniform", sampled in closed form.
 """
 
@@ -15,13 +15,11 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_option
+from .options import PROBES
 from .sde import LinearSDE
-
-PROBES = ("rademacher", "gaussian")
 
 
 class Estimate(NamedTuple):
@@ -116,24 +114,3 @@ def sample_times(
     t = jnp.clip(sde.log_snr_inverse(lam1 + (lam0 - lam1) * u), t0, t1)
     sigma2 = sde.marginal(t)[1] ** 2
     return t, (lam0 - lam1) * sigma2 / sde.g2(t)
-
-
-def check_prior_log_prob(prior_log_prob, x) -> Optional[Callable]:
-    """None, or a callable log pi(y) mapping one point (D,) to a scalar (checked abstractly)."""
-    if prior_log_prob is None:
-        return None
-    if not callable(prior_log_prob):
-        raise TypeError(f"prior_log_prob must be a callable log pi(y) or None, got {type(prior_log_prob).__name__}")
-    try:
-        out = jax.eval_shape(prior_log_prob, jax.ShapeDtypeStruct(x.shape[-1:], x.dtype))
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"prior_log_prob could not be evaluated on one point of shape {x.shape[-1:]}: {e}") from e
-    if getattr(out, "shape", None) != ():
-        raise ValueError(f"prior_log_prob(y) must return a scalar for y of shape {x.shape[-1:]}, "
-                         f"got {getattr(out, 'shape', type(out).__name__)}")
-    return prior_log_prob
-
-
-def probe_times(sde: LinearSDE, t0: float):
-    """A few times in [t0, T] at which the front door probes the score (and where a NaN result is diagnosed)."""
-    return np.unique(np.concatenate([np.geomspace(t0, sde.T, 6), [0.5 * sde.T]]))

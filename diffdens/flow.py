@@ -17,14 +17,12 @@ an adaptive solver can amplify to the size of its tolerance (an accepted step be
 different ``batch_size`` agree to within rtol/atol, not bit for bit. Per-point keys keep the Hutchinson probes the
 same whatever the chunking.
 
-Function evaluations (NFE). diffrax reports the number of steps it attempted (``sol.stats["num_steps"]``, accepted
-plus rejected), not the number of vector-field evaluations. For a given solver object :func:`nfe_model` measures
-once, by counting actual vector-field calls on a small reference problem at three tolerances, the affine law
-evaluations = a + b * num_steps (a: the controller's initial-step selection and a first-same-as-last start; b: the
-new stages per attempted step, e.g. 6 for Tsit5 and Dopri5, 2 for Heun). The law is checked on the third
-tolerance; a solver whose cost per step varies (an implicit solver's Newton iterations) gets no law, and the
-estimators then report ``nfe=None``. Each evaluation of the flow's vector field is one score evaluation (plus its
-JVPs for the divergence).
+Function evaluations (NFE): diffrax's attempted steps (``sol.stats["num_steps"]``) times the solver's cost per step,
+from its Butcher tableau (:attr:`diffdens.SolveOptions.nfe_law`). Each evaluation of the flow's vector field is one
+score evaluation (plus its JVPs for the divergence).
+
+Gradients flow through the solve by the adjoint of :class:`diffdens.SolveOptions` (``jax.grad`` with respect to the
+points, or to any array inside the score).
 """
 
 from __future__ import annotations
@@ -37,108 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_key, check_option, check_positive, check_positive_int
-from ._engine import map_points
-from .estimate import PROBES, make_probes, value_and_divergence
+from ._engine import Front, first_nonfinite_time, map_points
+from .estimate import make_probes, value_and_divergence
+from .options import Hutchinson, SolveOptions
 
 FLOWS = ("pf", "hd")
-DIVERGENCES = ("exact", "hutchinson")
 DEFAULT_BATCH_SIZE = 1024
-
-
-# --- options ----------------------------------------------------------------------------------------------------
-class SolveOptions(NamedTuple):
-    """Validated solver options: tolerances, step budget, the solver object and its NFE law (a, b) or None."""
-
-    rtol: float
-    atol: float
-    max_steps: int
-    solver: object
-    nfe_law: Optional[tuple]
-
-
-def check_solve_options(rtol, atol, max_steps, solver) -> SolveOptions:
-    """Eager checks of the solver arguments (each error names its argument)."""
-    rtol = check_positive(rtol, "rtol")
-    atol = check_positive(atol, "atol")
-    max_steps = check_positive_int(max_steps, "max_steps")
-    solver = diffrax.Tsit5() if solver is None else solver
-    if not isinstance(solver, diffrax.AbstractSolver):
-        raise TypeError(f"solver must be a diffrax solver (e.g. diffrax.Tsit5()), got {type(solver).__name__}")
-    return SolveOptions(rtol, atol, max_steps, solver, nfe_model(solver))
-
-
-def check_divergence(divergence, probe, n_probes, key):
-    """Eager checks of the divergence options; the key is required for Hutchinson probes."""
-    check_option(divergence, DIVERGENCES, "divergence")
-    check_option(probe, PROBES, "probe")
-    n_probes = check_positive_int(n_probes, "n_probes")
-    if divergence == "hutchinson":
-        key = check_key(key, "key")
-    return n_probes, key
-
-
-def probe_times(t_lo, t_hi, n: int = 5):
-    """A few times in [t_lo, t_hi] at which the front door probes the score."""
-    return np.linspace(float(t_lo), float(t_hi), n)
-
-
-# --- NFE ----------------------------------------------------------------------------------------------------------
-_NFE_LAWS: dict = {}
-
-
-def nfe_model(solver) -> Optional[tuple]:
-    """(a, b) with vector-field evaluations = a + b * num_steps for ``solver`` under a PID controller started with
-    dt0=None, measured once per solver by counting calls (see the module docstring); None if no such law holds."""
-    try:
-        cache_key = (type(solver), solver)
-        hash(cache_key)
-    except TypeError:
-        cache_key = (type(solver), id(solver))
-    if cache_key not in _NFE_LAWS:
-        _NFE_LAWS[cache_key] = _measure_nfe_law(solver)
-    return _NFE_LAWS[cache_key]
-
-
-def _measure_nfe_law(solver) -> Optional[tuple]:
-    if isinstance(solver, diffrax.AbstractImplicitSolver):  # Newton iterations: the cost per step varies
-        return None
-    counts = []
-    calls = [0]
-
-    def bump():
-        calls[0] += 1
-
-    @eqx.filter_jit
-    def run(tol):
-        def vf(t, y, _):
-            jax.debug.callback(bump)
-            return jnp.stack([jnp.cos(8.0 * t) * y[1], -y[0] - 0.3 * y[1]])
-
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(vf), solver, 0.0, 3.0, None, jnp.array([1.0, 0.0]),
-                                  stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol), max_steps=100_000,
-                                  throw=False)
-        return sol.stats["num_steps"], sol.result == diffrax.RESULTS.successful
-
-    try:
-        for tol in (1e-3, 1e-5, 1e-4):
-            calls[0] = 0
-            steps, ok = run(jnp.asarray(tol, jnp.float32))
-            jax.effects_barrier()
-            if not bool(ok):
-                return None
-            counts.append((int(steps), calls[0]))
-    except Exception as e:  # noqa: BLE001 - a solver that cannot run an adaptive ODE solve
-        raise ValueError(f"solver {type(solver).__name__} cannot solve an ODE with PID step-size control "
-                         f"(it needs an embedded error estimate): {type(e).__name__}: {e}") from e
-    (s1, c1), (s2, c2), (s3, c3) = counts
-    if s1 == s2:
-        return None
-    b = (c2 - c1) / (s2 - s1)
-    a = c1 - b * s1
-    if b != int(b) or a != int(a) or a + b * s3 != c3:
-        return None
-    return int(a), int(b)
 
 
 def nfe_from_steps(steps, law) -> Optional[jax.Array]:
@@ -172,7 +74,7 @@ def flow_field(score, sde, kind: str, probes) -> Callable:
     return vf
 
 
-def solve_ode(vf, y0, t_start, t_end, rtol, atol, *, solver, max_steps: int, ts=None):
+def solve_ode(vf, y0, t_start, t_end, rtol, atol, *, solver, max_steps: int, adjoint=None, ts=None):
     """One adaptive diffrax solve from t_start to t_end (either direction). Returns (ys, y_last, t_last, num_steps,
     ok): ys the states at ``ts`` (None if ts is None), y_last / t_last the state and time where the solve stopped
     (t_end when it succeeded)."""
@@ -180,6 +82,7 @@ def solve_ode(vf, y0, t_start, t_end, rtol, atol, *, solver, max_steps: int, ts=
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vf), solver, t_start, t_end, None, y0, saveat=saveat,
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
+        adjoint=diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
     )
     last = jax.tree_util.tree_map(lambda a: a[-1], sol.ys)
     ys = None if ts is None else jax.tree_util.tree_map(lambda a: a[:-1], sol.ys)
@@ -198,16 +101,17 @@ class FlowResult(NamedTuple):
 
 
 @eqx.filter_jit
-def flow_kernel(score, sde, x, keys, t_start, t_end, rtol, atol, *, kind: str, divergence: str, n_probes: int,
-                probe: str, solver, max_steps: int, batch_size: Optional[int]) -> FlowResult:
-    """The unchecked, compiled kernel: the flow ``kind`` for every point of x from t_start to t_end, carrying the
-    change of log p_t along each path. ``keys`` (n,) per-point keys for Hutchinson probes, or None (exact)."""
+def flow_kernel(score, sde, x, keys, t_start, t_end, rtol, atol, *, kind: str, hutchinson: Optional[Hutchinson],
+                solver, max_steps: int, adjoint, batch_size: Optional[int]) -> FlowResult:
+    """The unchecked, compiled kernel: the flow ``kind`` for every flat point of x (n, D) from t_start to t_end,
+    carrying the change of log p_t along each path. ``keys`` (n,) per-point keys for Hutchinson probes, or None."""
 
     def one(xi, ki):
-        probes = None if divergence == "exact" else make_probes(ki, n_probes, xi.shape[-1], probe, xi.dtype)
-        c0 = jnp.zeros(() if probes is None else (n_probes,), xi.dtype)
+        probes = None if hutchinson is None else make_probes(ki, hutchinson.n_probes, xi.shape[-1], hutchinson.probe,
+                                                              xi.dtype)
+        c0 = jnp.zeros(() if probes is None else (hutchinson.n_probes,), xi.dtype)
         _, (xe, ce), tl, steps, ok = solve_ode(flow_field(score, sde, kind, probes), (xi, c0), t_start, t_end,
-                                               rtol, atol, solver=solver, max_steps=max_steps)
+                                               rtol, atol, solver=solver, max_steps=max_steps, adjoint=adjoint)
         return FlowResult(xe, ce, tl, steps, ok)
 
     if keys is None:
@@ -215,28 +119,37 @@ def flow_kernel(score, sde, x, keys, t_start, t_end, rtol, atol, *, kind: str, d
     return map_points(one, (x, keys), batch_size)
 
 
-def run_flow(score, sde, x, keys, t_start, t_end, opts: SolveOptions, *, kind, divergence="exact", n_probes=1,
-             probe="rademacher", batch_size=None, what="ODE"):
-    """Call :func:`flow_kernel` with times and tolerances as traced arrays, then raise on any failed or non-finite
-    solve (saying whether the score went non-finite, or the step budget ran out). Returns (FlowResult, nfe)."""
+def run_flow(front: Front, sde, x, keys, t_start, t_end, solve: SolveOptions, *, kind,
+             hutchinson: Optional[Hutchinson] = None, what="ODE"):
+    """Call :func:`flow_kernel` on flat points x with times and tolerances as traced arrays, then check every solve
+    (eagerly: raise saying whether the score went non-finite or the step budget ran out; traced: ``error_if``).
+    Returns (FlowResult, nfe)."""
     dt = x.dtype
-    res = flow_kernel(score, sde, x, keys, jnp.asarray(t_start, dt), jnp.asarray(t_end, dt),
-                      jnp.asarray(opts.rtol, dt), jnp.asarray(opts.atol, dt), kind=kind, divergence=divergence,
-                      n_probes=n_probes, probe=probe, solver=opts.solver, max_steps=opts.max_steps,
-                      batch_size=batch_size)
-    check_solution(res.ok, (res.x, res.change), x, res.x, res.t_last, score, flow_drift(score, sde, kind),
-                   t_start, t_end, opts.max_steps, what)
-    return res, nfe_from_steps(res.steps, opts.nfe_law)
+    res = flow_kernel(front.score, sde, x, keys, jnp.asarray(t_start, dt), jnp.asarray(t_end, dt),
+                      jnp.asarray(solve.rtol, dt), jnp.asarray(solve.atol, dt), kind=kind, hutchinson=hutchinson,
+                      solver=solve.solver, max_steps=solve.max_steps, adjoint=solve.adjoint,
+                      batch_size=front.batch_size)
+    res = checked(front, res, x, flow_drift(front.score, sde, kind), t_start, t_end, solve.max_steps, what)
+    return res, nfe_from_steps(res.steps, solve.nfe_law)
+
+
+def checked(front: Front, res, x_start, drift, t_start, t_end, max_steps: int, what: str):
+    """``res`` (a FlowResult, or any NamedTuple with fields x, change, t_last, ok) checked: eagerly with
+    :func:`check_solution`; under a trace, an ``equinox.error_if`` on the end state and the change."""
+    if front.eager and not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(res)):
+        check_solution(res.ok, (res.x, res.change), x_start, res.x, res.t_last, front.score, drift, t_start, t_end,
+                       max_steps, what)
+        return res
+    bad_steps = ~jnp.all(res.ok)
+    x = eqx.error_if(res.x, bad_steps, f"{what} solve did not reach its end time within max_steps={max_steps} "
+                                       "(or the score returned NaN/inf on the path); raise solve.max_steps or loosen "
+                                       "rtol/atol")
+    change = eqx.error_if(res.change, ~jnp.all(jnp.isfinite(res.change)) | ~jnp.all(jnp.isfinite(x)),
+                          f"the {what} result is non-finite: the score returned NaN/inf on the path")
+    return res._replace(x=x, change=change)
 
 
 # --- after the kernel -------------------------------------------------------------------------------------------
-def _first_nonfinite(score, x, times):
-    ts = jnp.asarray(np.asarray(times, dtype=np.float64), x.dtype)
-    s = np.asarray(jax.vmap(lambda tt: score(x, tt))(ts))
-    bad = np.flatnonzero(~np.isfinite(s).all(axis=-1))
-    return None if bad.size == 0 else float(ts[bad[0]])
-
-
 def check_solution(ok, values, x_start, x_last, t_last, score, drift, t_start, t_end, max_steps: int,
                    what: str) -> None:
     """Raise if any point's solve failed or gave non-finite values.
@@ -252,7 +165,7 @@ def check_solution(ok, values, x_start, x_last, t_last, score, drift, t_start, t
         return
     i = int(np.flatnonzero(~okk)[0])
     grid = np.linspace(float(min(t_start, t_end)), float(max(t_start, t_end)), 33)
-    t_bad = _first_nonfinite(score, jnp.asarray(x_start)[i], grid)
+    t_bad = first_nonfinite_time(score, jnp.asarray(x_start)[i], grid)
     if t_bad is None:
         xl, tl = jnp.asarray(x_last)[i], jnp.asarray(t_last)[i]
         if bool(jnp.all(jnp.isfinite(xl))):

@@ -15,7 +15,7 @@ with its log-density is the shared solve of :mod:`diffdens.flow` (as the PF-ODE 
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import equinox as eqx
 import jax
@@ -23,13 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import as_float_array, check_key, check_option, check_points, check_positive_int, check_real, \
-    check_shape, check_t0, check_time
-from ._engine import check_batch_size, check_score, map_points, point_keys, probe_score, traced_score
+from ._checks import as_float_array, check_option, check_positive_int, check_real, check_t0, check_time
+from ._engine import Front, front_door, map_points, probe_times
 from .estimate import Estimate, SamplePath, Samples
-from .flow import (DEFAULT_BATCH_SIZE, DIVERGENCES, check_divergence,  # noqa: F401 (DIVERGENCES re-exported)
-                   check_solution, check_solve_options, flow_drift,
-                   probe_times, run_flow, solve_ode)
+from .flow import DEFAULT_BATCH_SIZE, checked, flow_drift, run_flow, solve_ode
+from .options import Divergence, SolveOptions, check_divergence, check_solve
+from .reverse import reverse_sde_sample
 from .sde import LinearSDE, check_sde
 
 SAMPLERS = ("ode", "sde")
@@ -92,12 +91,20 @@ def mode_vector_field(score, sde, t):
     return vf
 
 
+class _ModeResult(NamedTuple):
+    ys: jax.Array
+    x: jax.Array
+    change: jax.Array
+    t_last: jax.Array
+    ok: jax.Array
+
+
 @eqx.filter_jit
-def _mode_kernel(score, sde, x, t, t0, ts, rtol, atol, *, solver, max_steps, batch_size):
+def _mode_kernel(score, sde, x, t, t0, ts, rtol, atol, *, solver, max_steps, adjoint, batch_size):
     def one(x0):
         ys, y_last, t_last, steps, ok = solve_ode(mode_vector_field(score, sde, t), x0, t, t0, rtol, atol,
-                                                  solver=solver, max_steps=max_steps, ts=ts)
-        return ys, y_last, t_last, ok
+                                                  solver=solver, max_steps=max_steps, adjoint=adjoint, ts=ts)
+        return _ModeResult(ys, y_last, ys, t_last, ok)
 
     return map_points(one, (x,), batch_size)
 
@@ -114,35 +121,44 @@ def _check_times(sde, t, t0, t_name="t"):
 def mode_tracking_ode(
     score: Callable,
     sde: LinearSDE,
-    x: Float[Array, "n D"],
+    x: Float[Array, "n *event"],
     t: float,
     *,
     save_at=None,
     t0: float = 1e-5,
-    rtol: float = 1e-7,
-    atol: float = 1e-7,
+    solve: Optional[SolveOptions] = None,
     max_dim: int = 64,
-    solver=None,
-    max_steps: int = 4096,
     batch_size: Optional[int] = DEFAULT_BATCH_SIZE,
 ) -> SamplePath:
-    """The mode y_s of p(x_s | x_t = x) for s from t down to ``t0`` (``004_720dbaeb92b913c7.txt`` Thm. 5, eq. 16).
+    """The mode y_s of p(x_s | x_t = x) for s from t down to ``t0`` (Karczewski et al. 2025, Thm. 5, eq. 16).
 
-    Exact when the mode moves smoothly (App. H); the Hessian (D JVPs), the gradient of the Laplacian (autodiff) and
-    a D x D linear solve per evaluation make it a low-D tool (App. K): D > ``max_dim`` raises, use :func:`hd_ode`.
-    x of shape (n, D). ``save_at``: times in [t0, t] (default: t0 only). Returns :class:`SamplePath` (ts, x):
-    ts (m,) decreasing, x (n, m, D). A score returning NaN/inf raises ValueError (saying at which t); a solve that
-    runs out of ``max_steps`` (or a mode curve that is not smooth) raises RuntimeError.
+    Exact when the mode moves smoothly (their App. H); the Hessian (D JVPs), the gradient of the Laplacian
+    (autodiff) and a D x D linear solve per evaluation make it a low-D tool (their App. K): D > ``max_dim`` raises,
+    use :func:`hd_ode`.
+
+    Arguments:
+        score, sde: the score and its SDE.
+        x: the conditioning points x_t, shape (n, *event_shape).
+        t: the conditioning time in (0, T].
+        save_at: times in [t0, t] at which to save the mode (default: t0 only).
+        t0: the end time, 0 < t0 < t.
+        solve: :class:`diffdens.SolveOptions` (default rtol = atol = 1e-7).
+        max_dim: the largest flat dimension D accepted.
+        batch_size: points solved at a time.
+
+    Returns:
+        :class:`diffdens.SamplePath` (ts (m,) decreasing, x (n, m, *event_shape)). A score returning NaN/inf raises
+        ValueError (saying at which t); a solve that runs out of ``max_steps`` (or a mode curve that is not smooth)
+        raises RuntimeError.
     """
     check_sde(sde)
-    x = check_points(x, "x")
+    solve = check_solve(solve) if solve is not None else SolveOptions(rtol=1e-7, atol=1e-7)
     max_dim = check_positive_int(max_dim, "max_dim")
-    if x.shape[-1] > max_dim:
-        raise ValueError(f"x has dimension D={x.shape[-1]} > max_dim={max_dim}: exact mode tracking needs a D x D "
-                         "Hessian and a linear solve per step (App. K); use hd_ode for high-dimensional data")
     t, t0 = _check_times(sde, t, t0)
-    opts = check_solve_options(rtol, atol, max_steps, solver)
-    batch_size = check_batch_size(batch_size)
+    front = front_door(score, sde, x, times=probe_times(sde, t0, t), batch_size=batch_size)
+    if front.dim > max_dim:
+        raise ValueError(f"x has dimension D={front.dim} > max_dim={max_dim}: exact mode tracking needs a D x D "
+                         "Hessian and a linear solve per step (App. K); use hd_ode for high-dimensional data")
     if save_at is None:
         ts = np.array([t0])
     else:
@@ -152,70 +168,68 @@ def mode_tracking_ode(
         if np.any(ts < t0) or np.any(ts > t):
             raise ValueError(f"save_at must lie in [t0, t] = [{t0}, {t}], got ({ts.min()}, {ts.max()})")
         ts = np.sort(ts)[::-1]
-    score = traced_score(score)
-    check_score(score, x)
-    probe_score(score, x, probe_times(t0, t))
-    dt = x.dtype
+    dt = front.dtype
     ts = jnp.asarray(ts, dtype=dt)
-    ys, y_last, t_last, ok = _mode_kernel(score, sde, x, jnp.asarray(t, dt), jnp.asarray(t0, dt), ts,
-                                          jnp.asarray(opts.rtol, dt), jnp.asarray(opts.atol, dt),
-                                          solver=opts.solver, max_steps=opts.max_steps, batch_size=batch_size)
-    check_solution(ok, ys, x, y_last, t_last, score, flow_drift(score, sde, "hd"), t, t0, opts.max_steps,
-                   "mode-tracking ODE")
-    return SamplePath(ts, ys)
+    res = _mode_kernel(front.score, sde, front.x, jnp.asarray(t, dt), jnp.asarray(t0, dt), ts,
+                       jnp.asarray(solve.rtol, dt), jnp.asarray(solve.atol, dt), solver=solve.solver,
+                       max_steps=solve.max_steps, adjoint=solve.adjoint, batch_size=front.batch_size)
+    res = checked(front, res, front.x, flow_drift(front.score, sde, "hd"), t, t0, solve.max_steps,
+                  "mode-tracking ODE")
+    return SamplePath(ts, front.unflatten(res.change))
 
 
 # --- Remark 1 + Lemma 1: the HD-ODE with its log-density ------------------------------------------------------
-def _change_estimate(change, divergence, nfe) -> Estimate:
-    if divergence == "exact":
+def _change_estimate(change, hutch, nfe) -> Estimate:
+    if hutch is None:
         return Estimate(change, None, nfe)
     return Estimate.from_samples(change, nfe=nfe)
 
 
-def _hd(score, sde, x, keys, t, t0, opts, divergence, n_probes, probe, batch_size):
-    """The unchecked HD-ODE stage: (y, change Estimate, nfe)."""
-    res, nfe = run_flow(score, sde, x, keys, t, t0, opts, kind="hd", divergence=divergence, n_probes=n_probes,
-                        probe=probe, batch_size=batch_size, what="HD-ODE")
-    return res.x, _change_estimate(res.change, divergence, nfe), nfe
+def _hd(front: Front, sde, x, keys, t, t0, solve, hutch):
+    """The unchecked HD-ODE stage on flat points: (y, change Estimate, nfe)."""
+    res, nfe = run_flow(front, sde, x, keys, t, t0, solve, kind="hd", hutchinson=hutch, what="HD-ODE")
+    return res.x, _change_estimate(res.change, hutch, nfe), nfe
 
 
 def hd_ode(
     score: Callable,
     sde: LinearSDE,
-    x: Float[Array, "n D"],
+    x: Float[Array, "n *event"],
     t: float,
     *,
     key: Optional[PRNGKeyArray] = None,
     t0: float = 1e-5,
-    divergence: str = "exact",
-    n_probes: int = 1,
-    probe: str = "rademacher",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver=None,
-    max_steps: int = 4096,
+    divergence: Divergence = "exact",
+    solve: Optional[SolveOptions] = None,
     batch_size: Optional[int] = DEFAULT_BATCH_SIZE,
 ) -> Samples:
-    """The high-density ODE from x at time t down to ``t0`` (``004_720dbaeb92b913c7.txt`` Remark 1, eq. 18), with
-    log p_t0(y) - log p_t(x) carried along by the general change of variables (Lemma 1, eq. 22).
+    """The high-density ODE from x at time t down to ``t0`` (Karczewski et al. 2025, Remark 1, eq. 18), with
+    log p_t0(y) - log p_t(x) carried along by the general change of variables (their Lemma 1, eq. 22).
 
-    Returns :class:`Samples` like every sampler: ``x`` the end points y (n, D), ``start`` the given x,
-    ``log_prob_change`` an :class:`Estimate` of log p_t0(y) - log p_t(x) (stderr None for ``divergence="exact"``,
-    the spread over ``n_probes`` fixed Hutchinson probes otherwise; needs ``key``), ``nfe`` score evaluations per
-    point; ``log_prob`` is None (log p_t(x) is not known here: add it to the change when it is).
+    Arguments:
+        score, sde: the score and its SDE.
+        x: the points x_t, shape (n, *event_shape).
+        t: their time in (0, T].
+        key: PRNG key, needed for a Hutchinson divergence.
+        t0: the end time, 0 < t0 < t.
+        divergence: ``"exact"`` or :class:`diffdens.Hutchinson`.
+        solve: :class:`diffdens.SolveOptions`.
+        batch_size: points solved at a time.
+
+    Returns:
+        :class:`diffdens.Samples`: ``x`` the end points y (n, *event_shape), ``start`` the given x,
+        ``log_prob_change`` an :class:`diffdens.Estimate` of log p_t0(y) - log p_t(x) (stderr None when exact),
+        ``nfe`` score evaluations per point; ``log_prob`` None (add log p_t(x) to the change where it is known).
     """
     check_sde(sde)
-    x = check_points(x, "x")
+    hutch = check_divergence(divergence)
+    solve = check_solve(solve)
     t, t0 = _check_times(sde, t, t0)
-    n_probes, key = check_divergence(divergence, probe, n_probes, key)
-    opts = check_solve_options(rtol, atol, max_steps, solver)
-    batch_size = check_batch_size(batch_size)
-    score = traced_score(score)
-    check_score(score, x)
-    probe_score(score, x, probe_times(t0, t))
-    keys = point_keys(key, x.shape[0]) if divergence == "hutchinson" else None
-    y, change, nfe = _hd(score, sde, x, keys, t, t0, opts, divergence, n_probes, probe, batch_size)
-    return Samples(y, None, nfe, start=x, log_prob_change=change)
+    front = front_door(score, sde, x, key=key, key_required=hutch is not None, times=probe_times(sde, t0, t),
+                       batch_size=batch_size)
+    keys = front.point_keys() if hutch is not None else None
+    y, change, nfe = _hd(front, sde, front.x, keys, t, t0, solve, hutch)
+    return Samples(front.unflatten(y), None, nfe, start=front.unflatten(front.x), log_prob_change=change)
 
 
 def hd_sample(
@@ -228,56 +242,56 @@ def hd_sample(
     sampler: str = "ode",
     n_steps: int = 1000,
     t0: float = 1e-5,
-    divergence: str = "exact",
-    n_probes: int = 1,
-    probe: str = "rademacher",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver=None,
-    max_steps: int = 4096,
+    divergence: Divergence = "exact",
+    solve: Optional[SolveOptions] = None,
     batch_size: Optional[int] = DEFAULT_BATCH_SIZE,
 ) -> Samples:
-    """High-density sampling (``004_720dbaeb92b913c7.txt`` Alg. 1): x_T from the prior, x_t at ``t_threshold`` by
-    the PF-ODE (``sampler="ode"``, eq. 6) or the reverse SDE (``"sde"``, Euler-Maruyama with ``n_steps`` over
-    [t_threshold, T]), then the HD-ODE (eq. 18) from t_threshold to ``t0``. Larger thresholds give higher density
-    and less diversity (Fig. 6).
+    """High-density sampling (Karczewski et al. 2025, Alg. 1): x_T from the prior, x_t at ``t_threshold`` by the
+    PF-ODE (``sampler="ode"``, Song et al. 2021b eq. 6) or the reverse SDE (``"sde"``, Euler-Maruyama with
+    ``n_steps`` over [t_threshold, T]), then the HD-ODE (their eq. 18) from t_threshold to ``t0``. Larger thresholds
+    give higher density and less diversity (their Fig. 6).
 
-    Returns :class:`Samples`: ``x`` the high-density samples y, ``start`` the x_t they came from,
-    ``log_prob_change`` the :class:`Estimate` of log p_t0(y) - log p_t(x_t), ``nfe`` the score evaluations of both
-    stages per sample, and ``log_prob`` = log p_t0(y) under the model where log p_t(x_t) is known: with
-    ``sampler="ode"`` (the PF-ODE carries it from the prior) or ``t_threshold = T`` (the prior itself), with
-    ``log_prob_stderr`` from Hutchinson probes; None after the reverse SDE.
+    Arguments:
+        score, sde: the score and its SDE.
+        key: PRNG key.
+        shape: (n, *event_shape).
+        t_threshold: the time where the HD-ODE starts, in (t0, T].
+        sampler: ``"ode"`` or ``"sde"`` for the first stage; n_steps: its Euler-Maruyama steps for ``"sde"``.
+        t0, divergence, solve, batch_size: as :func:`hd_ode`.
+
+    Returns:
+        :class:`diffdens.Samples`: ``x`` the high-density samples y, ``start`` the x_t they came from,
+        ``log_prob_change`` the :class:`diffdens.Estimate` of log p_t0(y) - log p_t(x_t), ``nfe`` the score
+        evaluations of both stages per sample, and ``log_prob`` = log p_t0(y) under the model where log p_t(x_t) is
+        known: with ``sampler="ode"`` (the PF-ODE carries it from the prior) or ``t_threshold = T`` (the prior
+        itself), with ``log_prob_stderr`` from Hutchinson probes; None after the reverse SDE.
     """
     check_sde(sde)
-    key = check_key(key)
-    n, d = check_shape(shape)
     check_option(sampler, SAMPLERS, "sampler")
     n_steps = check_positive_int(n_steps, "n_steps")
+    hutch = check_divergence(divergence)
+    solve = check_solve(solve)
     t_threshold, t0 = _check_times(sde, t_threshold, t0, "t_threshold")
-    n_probes, _ = check_divergence(divergence, probe, n_probes, key)
-    opts = check_solve_options(rtol, atol, max_steps, solver)
-    batch_size = check_batch_size(batch_size)
-    score = traced_score(score)
-    k_x, k_h = jax.random.split(key)
-    x_T = sde.prior_sample(k_x, (n, d))
-    check_score(score, x_T)
-    probe_score(score, x_T, probe_times(t0, sde.T))
+    front = front_door(score, sde, shape=shape, key=key, key_required=True, times=probe_times(sde, t0),
+                       batch_size=batch_size)
+    n = front.n
+    k_x, k_h = jax.random.split(front.key)
+    x_T = sde.prior_sample(k_x, (n, front.dim)).astype(front.dtype)
     log_p_t = None
     nfe_first = None
     if t_threshold == float(sde.T):
         x_t, log_p_t, nfe_first = x_T, sde.prior_log_prob(x_T), jnp.zeros((n,), jnp.int32)
     elif sampler == "ode":
-        res, nfe_first = run_flow(score, sde, x_T, None, sde.T, t_threshold, opts, kind="pf", batch_size=batch_size,
-                                  what="PF-ODE")
+        res, nfe_first = run_flow(front, sde, x_T, None, sde.T, t_threshold, solve, kind="pf", what="PF-ODE")
         x_t, log_p_t = res.x, sde.prior_log_prob(x_T) + res.change
     else:
-        from .reverse import reverse_sde_sample
-
-        out = reverse_sde_sample(score, sde, k_x, (n, d), t0=t_threshold, n_steps=n_steps)
-        x_t, nfe_first = out.x, out.nfe
-    keys = point_keys(k_h, n) if divergence == "hutchinson" else None
-    y, change, nfe_hd = _hd(score, sde, x_t, keys, t_threshold, t0, opts, divergence, n_probes, probe, batch_size)
+        out = reverse_sde_sample(score, sde, k_x, (n,) + tuple(front.event_shape), t0=t_threshold, n_steps=n_steps,
+                                 batch_size=batch_size)
+        x_t, nfe_first = jnp.reshape(out.x, (n, -1)), out.nfe
+    keys = front.point_keys(k_h) if hutch is not None else None
+    y, change, nfe_hd = _hd(front, sde, x_t, keys, t_threshold, t0, solve, hutch)
     nfe = None if nfe_first is None or nfe_hd is None else nfe_first + nfe_hd
     log_prob = None if log_p_t is None else log_p_t + change.value
     stderr = None if log_p_t is None else change.stderr
-    return Samples(y, log_prob, nfe, log_prob_stderr=stderr, start=x_t, log_prob_change=change)
+    return Samples(front.unflatten(y), log_prob, nfe, log_prob_stderr=stderr, start=front.unflatten(x_t),
+                   log_prob_change=change)

@@ -1,4 +1,4 @@
-"""The simulation-free path-integral log-density bound (``000_8c59016f91bb37e4.txt`` eq. 3.8).
+"""The simulation-free path-integral log-density bound (Premkumar 2024, eq. 3.8).
 
 With forward drift b_+(y, s) = f(s) y, diffusion g(s) and a control u (eq. 2.6: u = b_+ - g^2 s_theta for score
 matching, u = -b_+ - g^2 e_theta for entropy matching), the stochastic-control bound (eq. 3.5) with the divergence of u
@@ -28,10 +28,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_bool, check_key, check_option, check_points, check_positive_int, check_t0
-from ._engine import (check_batch_size, check_score, point_keys, probe_score, raise_if_nonfinite,
-                      traced_score)
-from .estimate import Estimate, check_prior_log_prob, probe_times, sample_times
+from ._checks import check_bool, check_option, check_positive_int, check_t0
+from ._engine import diagnose_score, front_door, probe_times, traced_score
+from .estimate import Estimate, sample_times
 from .sde import LinearSDE, check_sde
 
 CONTROLS = ("score", "entropy")
@@ -91,28 +90,37 @@ def path_integral_log_prob(
     batch_size: Optional[int] = None,
     prior_log_prob: Optional[Callable] = None,
 ) -> Estimate:
-    """Per-point path-integral bound on log p(x) with its standard error over ``n_throws`` throws (``000`` eq. 3.8).
-
-    ``score`` is s(x, t) for ``control="score"`` or the entropy field e(x, t) for ``control="entropy"``, or a
-    trained model (whose parameterization must match ``control``).
+    """Per-point path-integral bound on log p(x) with its standard error over ``n_throws`` throws (Premkumar 2024,
+    eq. 3.8).
 
     Defaults and honest error bars: by default s is importance-sampled (density g^2 / sigma_s^2, the log-SNR
     uniform), which keeps every term of the integrand bounded for VP, sub-VP and VE; the term linear in y_s is then
     kept as sampled (``linear_term="auto"`` -> ``"sampled"``), where it acts as a control variate. With
     ``importance_sampling=False`` (s uniform) ``"auto"`` replaces that term by its mean -c f D (``"mean"``): sampled
     under uniform s its variance grows like 1/sigma_s^2, i.e. like 1/s^2 for sub-VP, and the stderr would understate
-    the error. Both choices can be forced with ``linear_term``.
+    the error. Throws are merged chunk by chunk with Chan's stable update of mean and sum of squared deviations, so
+    memory does not grow with ``n_throws``.
 
-    Throws are processed in chunks of ``chunk_size`` (default min(n_throws, 4096)) merged with Chan's stable
-    update of mean and sum of squared deviations, so memory does not grow with ``n_throws``; points are processed in
-    batches of ``batch_size`` (default: 65536 score evaluations at a time), so memory does not grow with n. With one
-    throw the stderr is NaN. ``prior_log_prob`` replaces the closed-form Gaussian prior term
-    (:meth:`LinearSDE.expected_prior_log_prob`) by a Monte Carlo average of log pi(y_T), y_T ~ p(y_T | x) (one draw per
-    throw), e.g. the exact log p_T in tests (a new lambda each call compiles anew; pass the same function object).
+    Arguments:
+        score: s(x, t) for ``control="score"`` or the entropy field e(x, t) for ``control="entropy"`` (on one point
+            of the event shape), or a trained model (whose parameterization must match ``control``).
+        sde: the forward SDE.
+        x: the points, shape (n, *event_shape).
+        key: PRNG key (required).
+        n_throws: draws of (s, y_s) per point (one throw gives a NaN stderr).
+        control: ``"score"`` or ``"entropy"`` (eq. 2.6).
+        t0: the lower time end in (0, T).
+        importance_sampling: s with density g^2 / sigma_s^2 instead of uniform.
+        linear_term: ``"auto"``, ``"sampled"`` or ``"mean"`` (see above).
+        chunk_size: throws per chunk (default min(n_throws, 4096)).
+        batch_size: points per compiled chunk (default: 65536 score evaluations at a time).
+        prior_log_prob: log pi(y) of one point (a scalar), replacing the closed-form Gaussian prior term
+            (:meth:`LinearSDE.expected_prior_log_prob`) by a Monte Carlo average over y_T ~ p(y_T | x).
+
+    Returns:
+        :class:`diffdens.Estimate` (value (n,), stderr (n,), nfe None).
     """
     check_sde(sde)
-    x = check_points(x, "x")
-    key = check_key(key)
     n_throws = check_positive_int(n_throws, "n_throws")
     check_option(control, CONTROLS, "control")
     check_option(linear_term, LINEAR_TERMS, "linear_term")
@@ -120,20 +128,16 @@ def path_integral_log_prob(
     t0 = check_t0(t0, sde.T)
     chunk = check_positive_int(chunk_size if chunk_size is not None else min(n_throws, 4096), "chunk_size")
     chunk = min(chunk, n_throws)
-    batch_size = check_batch_size(batch_size)
-    if batch_size is None:
-        batch_size = max(1, EVALS_PER_CALL // chunk)
-    prior_log_prob = check_prior_log_prob(prior_log_prob, x)
-    score = traced_score(_resolve_control(score, control))
-    check_score(score, x)
     times = probe_times(sde, t0)
-    probe_score(score, x, times)
+    front = front_door(_resolve_control(score, control), sde, x, key=key, key_required=True, times=times,
+                       prior_log_prob=prior_log_prob, batch_size=batch_size)
+    batch_size = front.batch_size if front.batch_size is not None else max(1, EVALS_PER_CALL // chunk)
     mean_term = linear_term == "mean" or (linear_term == "auto" and not is_)
-    est = path_integral_kernel(score, sde, x, point_keys(key, x.shape[0]), jnp.asarray(t0, x.dtype),
+    est = path_integral_kernel(front.score, sde, front.x, front.point_keys(), jnp.asarray(t0, front.dtype),
                                n_throws=n_throws, chunk=chunk, control=control, is_=is_, mean_term=mean_term,
-                               prior_log_prob=prior_log_prob, batch_size=batch_size)
-    raise_if_nonfinite(est.value, score, x, times)
-    return est
+                               prior_log_prob=front.prior, batch_size=batch_size)
+    value = front.finite(est.value, diagnose_score(front.score, front.x, times))
+    return Estimate(value, est.stderr, est.nfe)
 
 
 def _throw_values(score, sde, control, t0, is_, mean_term, prior_log_prob, x, keys, m):

@@ -1,4 +1,4 @@
-"""Sampling with plug-in reverse SDEs: the family of ``001_4a6883c9517e568d.txt`` eq. 27.
+"""Sampling with plug-in reverse SDEs: the family of Huang et al. 2021, eq. 27.
 
 In reverse time, dX = [(1 - lam/2) g^2 s(X, t) - f X] dt + sqrt(1 - lam) g dB (time running from T to t0):
 lam = 0 is the usual plug-in reverse SDE (Song et al.), lam = 1 the probability-flow ODE, and every lam <= 1 has the
@@ -18,9 +18,8 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_key, check_points, check_positive_int, check_real, check_shape, check_t0
-from ._engine import (check_batch_size, check_score, map_points, point_keys, probe_score, raise_if_nonfinite,
-                      traced_score)
+from ._checks import check_points, check_positive_int, check_real, check_t0
+from ._engine import diagnose_score, front_door, map_points
 from .estimate import Samples
 from .sde import LinearSDE, check_sde
 
@@ -61,36 +60,43 @@ def reverse_sde_sample(
     lam: float = 0.0,
     n_steps: int = 1000,
     t0: float = 1e-5,
-    x_T: Optional[Float[Array, "n D"]] = None,
+    x_T: Optional[Array] = None,
     batch_size: Optional[int] = BATCH_SIZE,
 ) -> Samples:
-    """n samples of shape (n, D) from the plug-in reverse SDE with family parameter ``lam`` (the book's eta; any
-    finite lam <= 1, lam = 1 being the PF-ODE), Euler-Maruyama with ``n_steps`` uniform steps from T to t0.
+    """Samples from the plug-in reverse SDE of the family with parameter ``lam`` (Huang et al. 2021, eq. 27; the
+    book's eta; any finite lam <= 1, lam = 1 being the PF-ODE), Euler-Maruyama with ``n_steps`` uniform steps
+    from T to t0.
 
-    Returns :class:`~diffdens.Samples` with ``x`` (n, D), ``log_prob`` None, ``nfe`` (n,) score evaluations per
-    sample. ``x_T`` (optional, finite, shape (n, D)) replaces the draws from the prior, e.g. to start from the exact
-    p_T in a test. ``lam`` and ``t0`` are traced: changing them does not recompile. Points run in chunks of
-    ``batch_size`` (None: all at once); the result does not depend on it."""
+    Arguments:
+        score, sde: the score and its SDE.
+        key: PRNG key.
+        shape: (n, *event_shape).
+        lam: the family parameter (traced: changing it does not recompile), lam <= 1.
+        n_steps: Euler-Maruyama steps.
+        t0: the end time in (0, T).
+        x_T: optional finite start points of shape ``shape`` replacing the prior draws (e.g. the exact p_T).
+        batch_size: points per compiled chunk (None: all at once); the result does not depend on it.
+
+    Returns:
+        :class:`diffdens.Samples` with ``x`` (n, *event_shape), ``log_prob`` None, ``nfe`` (n,) score evaluations.
+    """
     check_sde(sde)
-    key = check_key(key)
-    n, d = check_shape(shape, "shape")
     lam = check_real(lam, "lam", hi=1.0)
     n_steps = check_positive_int(n_steps, "n_steps")
     t0 = check_t0(t0, sde.T)
-    batch_size = check_batch_size(batch_size)
+    times = np.linspace(float(sde.T), t0, 33)
+    dtype = None
     if x_T is not None:
-        x_T = check_points(x_T, "x_T", dim=d)
-        if x_T.shape != (n, d):
-            raise ValueError(f"x_T must have shape {(n, d)}, got {x_T.shape}")
-    score = traced_score(score)
-    dtype = jnp.result_type(float) if x_T is None else x_T.dtype
-    check_score(score, jnp.zeros((1, d), dtype))
-    probe_score(score, jnp.zeros((1, d), dtype) if x_T is None else x_T,
-                np.array([float(sde.T), 0.5 * (float(sde.T) + t0), t0]))
-    kx, kb = jax.random.split(key)
-    if x_T is None:
-        x_T = sde.prior_sample(kx, (n, d))
-    x, nfe = _kernel(score, sde, x_T, point_keys(kb, n), jnp.asarray(lam, x_T.dtype), jnp.asarray(t0, x_T.dtype),
-                     n_steps, batch_size)
-    raise_if_nonfinite(x, score, x_T, np.linspace(float(sde.T), t0, 33))
-    return Samples(x, None, nfe)
+        x_T = check_points(x_T, "x_T")
+        dtype = x_T.dtype
+    front = front_door(score, sde, shape=shape, key=key, key_required=True, batch_size=batch_size, dtype=dtype,
+                       times=times[[0, 16, 32]])
+    if x_T is not None and tuple(x_T.shape) != (front.n,) + tuple(front.event_shape):
+        raise ValueError(f"x_T must have shape {(front.n,) + tuple(front.event_shape)}, got {tuple(x_T.shape)}")
+    kx, kb = jax.random.split(front.key)
+    x_T = (sde.prior_sample(kx, (front.n, front.dim)).astype(front.dtype) if x_T is None
+           else jnp.reshape(x_T, (front.n, -1)))
+    x, nfe = _kernel(front.score, sde, x_T, front.point_keys(kb), jnp.asarray(lam, x_T.dtype),
+                     jnp.asarray(t0, x_T.dtype), n_steps, front.batch_size)
+    x = front.finite(x, diagnose_score(front.score, x_T, times), what="the sample")
+    return Samples(front.unflatten(x), None, nfe)
