@@ -445,6 +445,10 @@ class Converter:
         elif short == "solution":
             arg = ""   # the exercise's label, not text
         inner = self._blocks(([arg, ""] if arg else []) + body, attachments)
+        while inner and not inner[0].strip():
+            inner.pop(0)
+        while inner and not inner[-1].strip():
+            inner.pop()
         head = f"**{label}**"
         quoted = [head, ""] + inner
         return [("> " + ln).rstrip() for ln in quoted] + [""]
