@@ -223,6 +223,9 @@ def test_urls_come_from_config():
     assert f"git+{c['repo_url']}" in readme and c["book_url"] in readme
     others = set(re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", readme)) - {c["repo_url"]}
     assert not others, f"README names another repository URL than _config.yml's: {others}"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    urls = set(re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", pyproject))
+    assert urls <= {c["repo_url"]}, f"pyproject.toml names another repository URL than _config.yml's: {urls}"
 
 
 def test_launch_button_extension_points_at_colab_notebook():
@@ -238,3 +241,10 @@ def test_launch_button_extension_points_at_colab_notebook():
     buttons = ctx["header_buttons"][0]["buttons"]
     assert buttons[0]["url"] == "https://colab.research.google.com/github/o/r/blob/dev/colab/03_probability_flow.ipynb"
     assert buttons[1]["url"] == "b"
+
+
+def test_setup_url_check_fails_on_another_url(tmp_path):
+    cfg = (ROOT / "_config.yml").read_text()
+    (tmp_path / "_config.yml").write_text(cfg.replace("url: https://github.com/", "url: https://github.com/elsewhere-", 1))
+    problems = colab.setup_url_problems([ROOT / "notebooks" / f"{CHAPTERS[0]}.ipynb"], tmp_path)
+    assert len(problems) == 1 and "repository.url" in problems[0]
