@@ -5,8 +5,12 @@
     python scripts/chapters.py check                                      # every pair in sync, hashes match
     python scripts/chapters.py check --require-profile full               # ... and every stamp says `full`
     python scripts/chapters.py times                                      # markdown table: profile, device, wall s
+    python scripts/chapters.py colab [notebooks/03_*.ipynb]               # write colab/NN_slug.ipynb (scripts/colab.py)
 
 The stamp lives in the .ipynb metadata under "diffdens": profile, device, sha256 of the .md, versions, date.
+`refresh` also regenerates the Colab notebooks (colab/, plain Jupyter markdown made from the stored notebooks), and
+`check` fails when one is missing, stale or holds MyST syntax, or when a setup cell installs from another URL than
+_config.yml's repository.url.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import colab  # noqa: E402  (scripts/colab.py)
+
 NOTEBOOKS = ROOT / "notebooks"
 STAMP_KEY = "diffdens"
 _PREALLOC = "XLA_PYTHON_CLIENT_PREALLOCATE"
@@ -82,7 +89,21 @@ def check(folder: Path = NOTEBOOKS, require_profile: str | None = None) -> list[
     problems = [f"{nb.name}: no paired {nb.with_suffix('.md').name}" for nb in ipynbs if not nb.with_suffix(".md").exists()]
     for md in mds:
         problems += check_pair(md, require_profile)
+    stored = [md.with_suffix(".ipynb") for md in mds if md.with_suffix(".ipynb").exists()]
+    if Path(folder).resolve() == NOTEBOOKS.resolve():
+        problems += colab.check(stored, ROOT)
+        problems += colab.setup_url_problems(stored, ROOT)
     return problems
+
+
+def write_colab(chapters=None) -> list[Path]:
+    """Regenerate colab/NN_slug.ipynb for the given stored notebooks (.ipynb or their .md; default all)."""
+    stored = sorted({Path(c).resolve().with_suffix(".ipynb") for c in chapters} if chapters
+                    else {md.with_suffix(".ipynb") for md in chapter_pairs()[0]})
+    missing = [p for p in stored if not p.exists()]
+    if missing:
+        raise SystemExit(f"no stored notebook {missing[0]}")
+    return colab.write(stored, ROOT)
 
 
 def stamps(folder: Path = NOTEBOOKS) -> list[tuple[str, dict]]:
@@ -196,6 +217,8 @@ def main(argv=None):
     c.add_argument("--require-profile", choices=("quick", "full"),
                    default=os.environ.get("DIFFDENS_REQUIRE_PROFILE") or None,
                    help="also fail when a stamp is from another profile (env DIFFDENS_REQUIRE_PROFILE)")
+    cb = sub.add_parser("colab", help="write colab/NN_slug.ipynb from the stored notebooks (default: all)")
+    cb.add_argument("chapters", nargs="*", help="notebooks/NN_slug.ipynb (or .md) files")
     tm = sub.add_parser("times", help="print a markdown table of each chapter's stamp (profile, device, wall time)")
     tm.add_argument("--update-readme", action="store_true", help="also rewrite the table in README.md")
     a = p.parse_args(argv)
@@ -204,6 +227,13 @@ def main(argv=None):
         print(table)
         if a.update_readme:
             update_readme(table)
+        return 0
+    if a.cmd == "colab":
+        chapters = [c for pat in a.chapters for c in sorted(glob.glob(pat))]
+        if a.chapters and not chapters:
+            raise SystemExit(f"no chapter matches {a.chapters}")
+        changed = write_colab(chapters)
+        print("\n".join(f"{p.relative_to(ROOT)}: written" for p in changed) or "colab notebooks up to date")
         return 0
     if a.cmd == "check":
         problems = check(require_profile=a.require_profile)
@@ -215,6 +245,14 @@ def main(argv=None):
         t = time.time()
         out = refresh(md, a.profile, timeout=a.cell_timeout, failed_dir=a.failed_dir, cold=not a.warm_cache)
         print(f"{out.relative_to(ROOT)}: {a.profile} profile, {time.time() - t:.0f} s")
+    # every Colab notebook, not only the refreshed ones: another chapter's cross-references may have moved
+    try:
+        changed = write_colab()
+    except ImportError as exc:  # e.g. a GPU machine with JAX and nbclient but not the book's tooling (pybtex)
+        print(f"colab/ not regenerated ({exc}): run `python scripts/chapters.py colab` where the book builds")
+        return 0
+    for p in changed:
+        print(f"{p.relative_to(ROOT)}: written")
     return 0
 
 
