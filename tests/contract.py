@@ -75,3 +75,42 @@ def assert_chunked_close(a, b, rtol: float = 2e-5, atol: float = 2e-6):
     batch shape, and an SDE solve accumulates that over its steps)."""
     for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)
+
+
+# --- the registry of every public estimator and sampler, for the transformation tests ---------------------------
+# name -> (call(score, x, key) for estimators on points, or call(score, key) for samplers; "points" | "sampler";
+#          random: True when the result depends on the key). Sizes are tiny: these run under jit, vmap and grad.
+def _drift(y, t):
+    return SDE.f(t) * y + 0.1 * jnp.tanh(y)
+
+
+_FAST = dd.SolveOptions(rtol=1e-4, atol=1e-4)
+_S = (3, 2)  # sample shape
+REGISTRY = {
+    "ode_log_prob": (lambda s, x, k: dd.ode_log_prob(s, SDE, x, solve=_FAST).value, "points", False),
+    "ode_log_prob_hutchinson": (lambda s, x, k: dd.ode_log_prob(s, SDE, x, key=k, solve=_FAST,
+                                                                divergence=dd.Hutchinson(2)).value, "points", True),
+    "ode_encode": (lambda s, x, k: dd.ode_encode(s, SDE, x, solve=_FAST)[:2], "points", False),
+    "hd_ode": (lambda s, x, k: dd.hd_ode(s, SDE, x, 0.5, solve=_FAST).x, "points", False),
+    "mode_tracking_ode": (lambda s, x, k: dd.mode_tracking_ode(s, SDE, x, 0.3, solve=_FAST).x, "points", False),
+    "elbo": (lambda s, x, k: dd.elbo(s, SDE, x, key=k, n_times=16, n_correction=4)[:2], "points", True),
+    "elbo_ism": (lambda s, x, k: dd.elbo(s, SDE, x, key=k, n_times=8, form="ism").value, "points", True),
+    "hvae_elbo": (lambda s, x, k: dd.hvae_elbo(s, SDE, x, key=k, n_layers=4, n_paths=3).value, "points", True),
+    "variational_gap": (lambda s, x, k: dd.variational_gap(s, SDE, x, key=k, n_layers=4, n_paths=3,
+                                                           inference_drift=_drift).value, "points", True),
+    "path_integral_log_prob": (lambda s, x, k: dd.path_integral_log_prob(s, SDE, x, key=k, n_throws=32)[:2],
+                               "points", True),
+    "kl_divergence": (lambda s, x, k: dd.kl_divergence(s, P.score, SDE, x, key=k, n_times=4).value, "points", True),
+    "entropy": (lambda s, x, k: dd.entropy(s, SDE, x, key=k, n_times=4).value, "points", True),
+    "weighted_score_error": (lambda s, x, k: dd.weighted_score_error(s, P.score, SDE, x, key=k, n_times=4).value,
+                             "points", True),
+    "augmented_forward": (lambda s, x, k: dd.augmented_forward(s, SDE, x, key=k, n_steps=8).log_prob, "points",
+                          True),
+    "ode_sample": (lambda s, k: dd.ode_sample(s, SDE, k, _S, solve=_FAST)[:2], "sampler", True),
+    "hd_sample": (lambda s, k: dd.hd_sample(s, SDE, k, _S, t_threshold=0.5, solve=_FAST)[:2], "sampler", True),
+    "sample_with_log_prob": (lambda s, k: dd.sample_with_log_prob(s, SDE, k, _S, n_steps=8)[:2], "sampler", True),
+    "reverse_sde_sample": (lambda s, k: dd.reverse_sde_sample(s, SDE, k, _S, n_steps=8).x, "sampler", True),
+    "sde_bias_diagnostics": (lambda s, k: dd.sde_bias_diagnostics(s, SDE, k, _S, n_steps=8, n_times=8,
+                                                                  ode_kwargs=dict(solve=_FAST)).R[:2],
+                             "sampler", True),
+}
