@@ -329,7 +329,12 @@ class _Run:
     def call(self, cmd: list[str], timeout: float, **kw) -> int | None:
         """A setup command (not a summary step) under ``timeout``, output to the log; its exit status (None: timed
         out)."""
-        rc = self._wait(self._start(Step(" ".join(cmd), cmd, timeout, **kw)), timeout)
+        try:
+            proc = self._start(Step(" ".join(cmd), cmd, timeout, **kw))
+        except OSError as e:
+            self.log(f"cannot start {cmd[0]}: {e}")
+            return 127
+        rc = self._wait(proc, timeout)
         if rc is None:
             self.log(f"timed out after {timeout:.0f}s: {' '.join(cmd)}")
         return rc
@@ -349,7 +354,14 @@ class _Run:
         limit = min(step.limit_s, left)
         self.log(f"START {step.name} (limit {limit:.0f}s)")
         t = time.monotonic()
-        rc = self._wait(self._start(step), limit)
+        try:
+            proc = self._start(step)
+        except OSError as e:
+            self.log(f"FAILED {step.name}: cannot start: {e}")
+            r = Result(step.name, f"FAILED (cannot start: {e.strerror or e})", 0.0)
+            self.add(r)
+            return r
+        rc = self._wait(proc, limit)
         r = Result(step.name, self._status(rc, limit), time.monotonic() - t, _pytest_line(step.log))
         self.log(f"END {step.name}: {r.status} in {r.seconds:.0f}s")
         self.add(r)
@@ -362,7 +374,12 @@ class _Run:
             self.add(Result(step.name, "SKIPPED (budget)", 0.0))
             return
         self.log(f"START {step.name} in the background (limit {limit:.0f}s): {shlex.join(step.cmd)}")
-        proc = self._start(step)
+        try:
+            proc = self._start(step)
+        except OSError as e:
+            self.log(f"FAILED {step.name}: cannot start: {e}")
+            self.add(Result(step.name, f"FAILED (cannot start: {e.strerror or e})", 0.0))
+            return
         expired: list[bool] = []
 
         def expire():
@@ -580,7 +597,8 @@ def parse_args(argv: list[str] | None = None, environ: dict | None = None) -> Co
     ap.add_argument("outdir", type=Path, help="where the results go (created)")
     ap.add_argument("--quick", action="store_true", help="same as --profile quick: a dry run of the plumbing")
     ap.add_argument("--profile", default=e.get("PROFILE") or "full",
-                    help="full or quick (quick chapters, cpu-size benchmarks) [env PROFILE, default full]")
+                    help="full or quick (quick chapters; benchmarks at cpu size unless --bench-size full) "
+                         "[env PROFILE, default full]")
     ap.add_argument("--python", default=e.get("PYTHON") or sys.executable,
                     help="the interpreter of every step [env PYTHON, default this one]")
     ap.add_argument("--chapters", nargs="*", metavar="MD", default=words("CHAPTERS", None),

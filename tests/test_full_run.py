@@ -3,6 +3,7 @@ plumbing to a summary, benchmark sizes are explicit, and every step is a process
 interrupt kills whole. Fake steps only (short Python sleepers): no chapter or benchmark is run."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,6 +106,7 @@ def test_benchmark_sizes_are_explicit(tmp_path, gpu, profile, bench_size, expect
         steps = r.plan()
     finally:
         r.kill_all(1.0)
+        shutil.rmtree(r.work)
     by = {s.name: s for s in steps}
     ch = by["chapter 12_which_estimator"].cmd
     assert ch[1:5] == ["scripts/chapters.py", "refresh", "--profile", profile]
@@ -149,6 +151,11 @@ def test_steps_report_failure_and_go_on(tmp_path):
     assert s.exit_status == 1 and s.interrupted is None
     assert "hello from a step" in (tmp_path / "out" / "full_run.log").read_text()
     assert "| fails | FAILED (exit 3) |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_step_that_cannot_start_fails(tmp_path):
+    s = full_run.run(bare(tmp_path), steps=[full_run.Step("nothing", [str(tmp_path / "no_such_program")], 30)])
+    assert s.results[0].status.startswith("FAILED (cannot start") and s.exit_status == 1
 
 
 def test_timeout_is_reported_and_kills_the_process_group(tmp_path):
