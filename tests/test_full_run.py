@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -151,6 +152,19 @@ def test_steps_report_failure_and_go_on(tmp_path):
     assert s.exit_status == 1 and s.interrupted is None
     assert "hello from a step" in (tmp_path / "out" / "full_run.log").read_text()
     assert "| fails | FAILED (exit 3) |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_failed_notebook_is_packed_from_the_output_dir(tmp_path):
+    """What chapters.py refresh --failed-dir leaves in OUTDIR/failed is packed as notebooks/*.failed.ipynb."""
+    failed = (tmp_path / "out" / "failed").resolve()
+    write = (f"import pathlib; p = pathlib.Path({str(failed)!r}); p.mkdir(parents=True, exist_ok=True); "
+             "(p / '99_x.failed.ipynb').write_text('{}'); raise SystemExit(1)")
+    s = full_run.run(bare(tmp_path), steps=[full_run.Step("chapter 99_x", [sys.executable, "-c", write], 30)])
+    assert s.exit_status == 1 and s.notebooks == ["notebooks/99_x.failed.ipynb"]
+    with tarfile.open(tmp_path / "out" / "notebooks.tar.gz") as tar:
+        assert tar.getnames() == ["notebooks/99_x.failed.ipynb"]
+    assert not failed.exists()  # packed: the output dir keeps its few files
+    assert not (ROOT / "notebooks" / "99_x.failed.ipynb").exists()
 
 
 def test_a_step_that_cannot_start_fails(tmp_path):
