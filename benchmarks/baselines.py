@@ -14,8 +14,8 @@ all methods are comparable within a dataset):
 Every method is scored on the same held-out evaluation subset (``n_eval`` points, paired), with the standard error
 of the mean over those points; KDE and flow also on the whole test split.
 
-    python benchmarks/baselines.py            # quick sizes, CPU   -> diffdens/_data/benchmarks/baselines_cpu.json
-    python benchmarks/baselines.py --full     # full sizes, on the H100 machine -> diffdens/_data/benchmarks/baselines_h100.json
+    python benchmarks/baselines.py                # quick sizes, CPU   -> diffdens/_data/benchmarks/baselines_cpu.json
+    python benchmarks/baselines.py --size full    # full sizes, on the H100 machine -> diffdens/_data/benchmarks/baselines_h100.json
 
 An estimator that cannot be imported (or a flowjax that is not installed) is recorded as "not available".
 """
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import dd, git_commit, meta, table, write
+from common import dd, git_commit, meta, size_option, table, write
 
 SIZES = {
     "quick": dict(n_mix_train=2048, n_mix_test=512, n_eval=32, dd_examples=20_000, dd_epochs=15, flow_epochs=60,
@@ -169,12 +169,11 @@ def diffusion(tr, ev, sz, key):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--full", action="store_true")
+    ap = size_option(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, checks the code paths; writes nothing")
     ap.add_argument("--datasets", default="mixture9d,wine,breast_cancer,digits")
     a = ap.parse_args()
-    prof = "full" if a.full else "smoke" if a.smoke else "quick"
+    prof = "smoke" if a.smoke else "full" if a.size == "full" else "quick"
     sz = SIZES[prof]
     key = jax.random.key(0)
     t_start, load_start = time.perf_counter(), os.getloadavg()

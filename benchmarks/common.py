@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -16,6 +17,17 @@ import diffdens as dd  # noqa: E402
 # Results ship with the package (diffdens/_data/benchmarks, package data) so that the benchmark chapter can read
 # them after `pip install`, outside a checkout (importlib.resources).
 RESULTS = Path(__file__).resolve().parents[1] / "diffdens" / "_data" / "benchmarks"
+
+
+def size_option(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--size cpu|full`` to a benchmark's parser: ``cpu`` (the default) is the size of the committed
+    ``*_cpu.json``, minutes on a 2-core CPU; ``full`` the GPU size (an H100 runs every benchmark in minutes, a 2-core
+    CPU would need hours). ``scripts/full_run.py`` passes it explicitly. ``--full`` is a deprecated alias of
+    ``--size full`` (older instructions use it)."""
+    ap.add_argument("--size", choices=("cpu", "full"), default="cpu",
+                    help="cpu: the size of the committed *_cpu.json (default); full: the GPU size")
+    ap.add_argument("--full", dest="size", action="store_const", const="full", help=argparse.SUPPRESS)
+    return ap
 
 
 def meta(**sizes) -> dict:

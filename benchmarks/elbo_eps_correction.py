@@ -6,18 +6,23 @@ random weights), and with one correction draw per time sample (``n_correction=10
 within one run; compilation excluded (``common.timeit``: best of 3 after a warm-up).
 
     python benchmarks/elbo_eps_correction.py     -> diffdens/_data/benchmarks/elbo_eps_correction_<device>.json
+
+One size: ``--size cpu`` (the default) and ``--size full`` run the same problem (accepted for a uniform interface).
 """
 
 from __future__ import annotations
 
+import argparse
+
 import jax
 
-from common import dd, git_commit, meta, random_mlp_score, table, timeit, write
+from common import dd, git_commit, meta, random_mlp_score, size_option, table, timeit, write
 
 D, N = 9, 256
 
 
 def main():
+    size_option(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)).parse_args()
     sde = dd.VPSDE()
     mix = dd.standard_mixture("9d")
     x = mix.sample(jax.random.key(0), N)

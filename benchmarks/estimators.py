@@ -18,8 +18,8 @@ Three questions, one JSON (``diffdens/_data/benchmarks/estimators_<device>.json`
 Estimators missing from the installed package are recorded as "not available". Points are sharded over all visible
 devices with ``dd.shard_points`` (one device: unchanged).
 
-    python benchmarks/estimators.py            # quick sizes, CPU here         -> diffdens/_data/benchmarks/estimators_cpu.json
-    python benchmarks/estimators.py --full     # full sizes, on the H100 machine -> diffdens/_data/benchmarks/estimators_h100.json
+    python benchmarks/estimators.py                # quick sizes, CPU here         -> diffdens/_data/benchmarks/estimators_cpu.json
+    python benchmarks/estimators.py --size full    # full sizes, on the H100 machine -> diffdens/_data/benchmarks/estimators_h100.json
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 import jax
 import numpy as np
 
-from common import dd, git_commit, meta, random_mlp_score, table, write
+from common import dd, git_commit, meta, random_mlp_score, size_option, table, write
 
 T0 = 1e-5
 TARGETS = (1.0, 0.3, 0.1, 0.03)
@@ -251,20 +251,20 @@ def fmt(v):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--full", action="store_true")
+    ap = size_option(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, checks the code paths; writes nothing")
     a = ap.parse_args()
-    prof = "full" if a.full else "smoke" if a.smoke else "quick"
+    prof = "smoke" if a.smoke else "full" if a.size == "full" else "quick"
+    full = prof == "full"
     sz = SIZES[prof]
     t_start = time.perf_counter()
     load_start = os.getloadavg()
-    acc_rows, acc_summary = equal_accuracy(sz, a.full)
+    acc_rows, acc_summary = equal_accuracy(sz, full)
     thr = throughput(sz)
     sb = single_vs_batched(sz)
     so = sampling_overhead(sz)
     payload = {"meta": meta(profile=prof, t0=T0, sde="VP", targets=list(TARGETS), mid_budgets=MID,
-                            budgets={k: list(v[4] if a.full else v[3]) for k, v in ESTIMATORS.items()},
+                            budgets={k: list(v[4] if full else v[3]) for k, v in ESTIMATORS.items()},
                             net="MLP 3x128 random weights (throughput, single vs batched)", **sz),
                "available": {k: available(k) for k in ESTIMATORS},
                "equal_accuracy": acc_rows, "equal_accuracy_summary": acc_summary, "throughput": thr,

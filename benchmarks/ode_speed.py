@@ -2,8 +2,8 @@
 approach of the widely used public implementation (scipy RK45 on the host over the flattened batch, one Hutchinson
 probe per point, a device call and a device<->host copy at every step), same score network, same tolerances.
 
-    python benchmarks/ode_speed.py           # CPU here -> diffdens/_data/benchmarks/ode_speed_cpu.json
-    python benchmarks/ode_speed.py --full    # on the GPU machine (adds 10^4 points) -> diffdens/_data/benchmarks/ode_speed_h100.json
+    python benchmarks/ode_speed.py               # CPU here -> diffdens/_data/benchmarks/ode_speed_cpu.json
+    python benchmarks/ode_speed.py --size full   # on the GPU machine (adds 10^4 points) -> diffdens/_data/benchmarks/ode_speed_h100.json
 
 Also reports the floor: mean NFE x the time of one batched network evaluation with its divergence.
 """
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from common import dd, meta, random_mlp_score, table, timeit, write
+from common import dd, meta, random_mlp_score, size_option, table, timeit, write
 
 TOL = 1e-5
 T0 = 1e-5
@@ -51,11 +51,10 @@ def host_loop_log_prob(score, sde, x, key):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--full", action="store_true")
-    a = ap.parse_args()
+    a = size_option(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)).parse_args()
+    full = a.size == "full"
     sde = dd.VPSDE()
-    batches = [1, 100, 1000] + ([10000] if a.full else [])
+    batches = [1, 100, 1000] + ([10000] if full else [])
     rows = []
     for D in (2, 9, 50, 100):
         model = random_mlp_score(D, sde, jax.random.key(D))
@@ -73,7 +72,7 @@ def main():
             probes = jax.random.rademacher(jax.random.key(1), (n, D), dtype=jnp.float32)
             one = jax.jit(lambda x: jax.vmap(lambda z, v: dd.value_and_divergence(lambda y: score(y, 0.5), z, v[None]))(x, probes))
             row["floor_pts_per_s_hutchinson"] = round(n / (timeit(lambda: one(x), repeats=5) * row["mean_nfe_hutchinson"]), 1)
-            if n <= 100 and not (D == 100 and n == 100 and not a.full):
+            if n <= 100 and not (D == 100 and n == 100 and not full):
                 host_loop_log_prob(score, sde, x[:1], jax.random.key(2))  # compile
                 t = time.perf_counter()
                 _, nfe = host_loop_log_prob(score, sde, x, jax.random.key(2))
@@ -82,7 +81,7 @@ def main():
                 row["speedup_vs_host_loop"] = round(row["pts_per_s_hutchinson"] / row["pts_per_s_host_loop"], 2)
             rows.append(row)
             print(row, flush=True)
-    payload = {"meta": meta(tol=TOL, t0=T0, sde="VP", net="MLP 3x128 random weights"), "rows": rows}
+    payload = {"meta": meta(size=a.size, tol=TOL, t0=T0, sde="VP", net="MLP 3x128 random weights"), "rows": rows}
     print(f"wrote {write('ode_speed', payload)}")
     print(table(rows, ["D", "n", "pts_per_s_hutchinson", "mean_nfe_hutchinson", "pts_per_s_exact", "floor_pts_per_s_hutchinson",
                        "pts_per_s_host_loop", "speedup_vs_host_loop"]))

@@ -3,8 +3,8 @@
 Both numbers come from the same run on the same device: the estimator's cost per throw is one network forward pass
 plus the Gaussian kernel and its random draws, so the ratio (target >= 0.6 on an H100) measures the estimator's overhead.
 
-CPU (small):  PYTHONPATH=. python benchmarks/path_integral_speed.py --small
-H100 rows:    PYTHONPATH=. python benchmarks/path_integral_speed.py
+CPU (small):  PYTHONPATH=. python benchmarks/path_integral_speed.py               (the default: --size cpu)
+H100 rows:    PYTHONPATH=. python benchmarks/path_integral_speed.py --size full
 Writes diffdens/_data/benchmarks/path_integral_speed_<device>.json.
 """
 
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diffdens as dd  # noqa: E402
-from common import timeit  # noqa: E402
+from common import size_option, timeit  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "diffdens" / "_data" / "benchmarks"  # package data
 CHUNK = 8192
@@ -46,12 +46,11 @@ def plain_mlp(dim, hidden, depth, key):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--small", action="store_true")
-    a = ap.parse_args()
-    dims = [2, 9] if a.small else [2, 9, 32, 128]
-    n_points = 4 if a.small else 100
-    n_throws = 16_384 if a.small else 98_304
+    a = size_option(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)).parse_args()
+    small = a.size == "cpu"
+    dims = [2, 9] if small else [2, 9, 32, 128]
+    n_points = 4 if small else 100
+    n_throws = 16_384 if small else 98_304
     hidden, depth = 128, 3
     sde = dd.VPSDE()
     rows = []
@@ -76,7 +75,7 @@ def main():
     tag = "cpu" if d.platform == "cpu" else (getattr(d, "device_kind", d.platform).split() + [d.platform])[1].lower()
     payload = dict(meta=dict(device=dd.device_name(), platform=d.platform, jax=jax.__version__,
                              python=platform.python_version(), date=time.strftime("%Y-%m-%d"),
-                             sizes=dict(hidden=hidden, depth=depth, small=a.small)), rows=rows)
+                             sizes=dict(hidden=hidden, depth=depth, small=small, size=a.size)), rows=rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"path_integral_speed_{tag}.json").write_text(json.dumps(payload, indent=1))
 

@@ -8,8 +8,8 @@ is recorded too, and the difference reported). Time: the first call's wall time 
 is small enough, a second call's (steady state); ``s_per_point`` is the steady-state time where measured, else the
 first call's time less the compilation time measured at the smallest n.
 
-    python benchmarks/scaling.py            # CPU sizes -> diffdens/_data/benchmarks/scaling_cpu.json
-    python benchmarks/scaling.py --full     # larger n for the MLP and the PF-ODE (GPU)
+    python benchmarks/scaling.py                # CPU sizes -> diffdens/_data/benchmarks/scaling_cpu.json
+    python benchmarks/scaling.py --size full    # larger n for the MLP and the PF-ODE (GPU)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 import jax
 import numpy as np
 
-from common import dd, git_commit, meta, random_mlp_score, table, write
+from common import dd, git_commit, meta, random_mlp_score, size_option, table, write
 
 D = 9
 M = 1024  # time samples (ELBO) and throws (path integral)
@@ -76,14 +76,13 @@ def one(est: str, kind: str, n: int) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--full", action="store_true")
+    ap = size_option(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--one", nargs=3, metavar=("EST", "SCORE", "N"))
     a = ap.parse_args()
     if a.one:
         print(json.dumps(one(a.one[0], a.one[1], int(a.one[2]))))
         return
-    sizes = SIZES["full" if a.full else "quick"]
+    sizes = SIZES["full" if a.size == "full" else "quick"]
     rows = []
     t_start = time.perf_counter()
     for (est, kind), ns in sizes.items():
@@ -110,7 +109,7 @@ def main():
             ratios[f"{est}_peak_20000_over_2000"] = by_n[20_000]["peak_mb"] / by_n[2000]["peak_mb"]
         if 100_000 in by_n:
             ratios[f"{est}_peak_mb_at_100000"] = by_n[100_000]["peak_mb"]
-    payload = dict(meta=meta(D=D, m=M, sizes={f"{e}/{s}": ns for (e, s), ns in sizes.items()}, full=a.full),
+    payload = dict(meta=meta(D=D, m=M, sizes={f"{e}/{s}": ns for (e, s), ns in sizes.items()}, full=a.size == "full", size=a.size),
                    commit=git_commit(), total_s=time.perf_counter() - t_start, ratios=ratios, rows=rows)
     print(table([r for r in rows if "error" not in r],
                 ["estimator", "score", "n", "s_per_point", "peak_mb", "peak_over_baseline_mb"]))

@@ -1,7 +1,7 @@
 """Training throughput of ``fit_score``: optimizer steps/s and network evaluations/s (forward + backward).
 
-    python benchmarks/train_throughput.py            # CPU here -> diffdens/_data/benchmarks/train_throughput_cpu.json
-    python benchmarks/train_throughput.py --full     # on the GPU machine -> diffdens/_data/benchmarks/train_throughput_h100.json
+    python benchmarks/train_throughput.py                # CPU here -> diffdens/_data/benchmarks/train_throughput_cpu.json
+    python benchmarks/train_throughput.py --size full    # on the GPU machine -> diffdens/_data/benchmarks/train_throughput_h100.json
 
 Times the same jit-compiled epoch that ``fit_score`` runs (``diffdens.train.make_epoch``), compilation excluded.
 """
@@ -14,17 +14,16 @@ import jax
 import optax
 from flax import nnx
 
-from common import dd, meta, table, timeit, write
+from common import dd, meta, size_option, table, timeit, write
 from diffdens.train import make_epoch
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--full", action="store_true")
-    a = ap.parse_args()
+    a = size_option(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)).parse_args()
+    full = a.size == "full"
     dims = [2, 9, 64]
-    batches = [256, 1024, 4096] + ([16384, 65536] if a.full else [])
-    N, n_throws = (65536, 10) if a.full else (4096, 4)
+    batches = [256, 1024, 4096] + ([16384, 65536] if full else [])
+    N, n_throws = (65536, 10) if full else (4096, 4)
     sde = dd.VPSDE()
     rows = []
     for D in dims:
@@ -39,7 +38,7 @@ def main():
             sec = timeit(lambda: epoch(params, state, jax.random.key(2))[2])
             steps = n_batches / sec
             rows.append({"D": D, "batch": B, "steps_per_s": round(steps, 1), "net_evals_per_s": round(steps * B)})
-    payload = {"meta": meta(N=N, n_throws=n_throws, hidden=128, depth=3), "rows": rows}
+    payload = {"meta": meta(size=a.size, N=N, n_throws=n_throws, hidden=128, depth=3), "rows": rows}
     print(f"wrote {write('train_throughput', payload)}")
     print(table(rows, ["D", "batch", "steps_per_s", "net_evals_per_s"]))
 
