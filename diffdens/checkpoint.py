@@ -103,10 +103,45 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DIFFDENS_CACHE", Path.home() / ".cache" / "diffdens"))
 
 
-def cache_key(config: dict, data, sources=()) -> str:
-    """A key for a training run: its full config, the data bytes and the given source files (the training code)."""
+PACKAGE_ROOT = Path(__file__).resolve().parent
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "diffrax", "equinox")
+
+
+def library_versions() -> dict:
+    """The installed versions of the libraries training runs on (None for one that is not installed)."""
+    from importlib import metadata
+
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def source_digest(root=PACKAGE_ROOT) -> str:
+    """sha256 of every ``.py`` file under ``root`` (recursively, sorted by relative path; each file's relative path
+    and bytes are hashed), i.e. of all the package code a training run may execute."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+        if "__pycache__" in f.parts or not f.is_file():
+            continue
+        rel = f.relative_to(root).as_posix().encode()
+        body = f.read_bytes()
+        h.update(len(rel).to_bytes(8, "little") + rel + len(body).to_bytes(8, "little") + body)
+    return h.hexdigest()
+
+
+def cache_key(config: dict, data, *, root=PACKAGE_ROOT, versions: dict | None = None) -> str:
+    """A key for a training run: its full config, the data (shape, dtype, bytes), the whole package source under
+    ``root`` (:func:`source_digest`) and the library versions (:func:`library_versions` unless ``versions`` is
+    given). Editing any package module or upgrading jax, jaxlib, flax, optax, diffrax or equinox is a cache miss."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    h.update(np.ascontiguousarray(np.asarray(data)).tobytes())
-    for src in sources:
-        h.update(Path(src).read_bytes())
+    a = np.ascontiguousarray(np.asarray(data))
+    h.update(json.dumps([list(a.shape), a.dtype.str]).encode())
+    h.update(a.tobytes())
+    h.update(source_digest(root).encode())
+    h.update(json.dumps(library_versions() if versions is None else versions, sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]

@@ -35,7 +35,6 @@ from flax import nnx
 from tqdm import tqdm
 
 from ._checks import as_float_array, check_option, check_positive, check_positive_int, check_key
-from . import adapters, nets, sde as _sde_module
 from .checkpoint import cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
 from .nets import PARAMETERIZATIONS, ScoreModel, init_model
@@ -90,7 +89,8 @@ def fit_score(
     DSM objective (for the likelihood weightings: the bound of ``002`` Thm. 1 up to a data constant); ``history["steps"]`` the number
     of Adam steps taken (``epochs`` times the batches per epoch). Deterministic
     given ``key``. With ``cache=True`` the model is stored under :func:`~diffdens.checkpoint.cache_dir`, keyed by the
-    full config, the data and the training code, and reused on the next identical call.
+    full config, the data, the whole package source and the library versions
+    (:func:`~diffdens.checkpoint.cache_key`), and reused on the next identical call.
     """
     data = as_float_array(data, "data")
     if data.ndim != 2 or data.shape[0] < 1:
@@ -115,8 +115,7 @@ def fit_score(
     config = dict(sde=sde_desc, parameterization=parameterization, weighting=weighting, n_throws=n_throws,
                   epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, depth=depth, n_features=n_features,
                   t0=t0, key=np.asarray(jax.random.key_data(key)).tolist())
-    sources = [m.__file__ for m in (nets, adapters, _sde_module)] + [__file__]
-    path = cache_dir() / f"model-{cache_key(config, data, sources)}.ckpt"
+    path = cache_dir() / f"model-{cache_key(config, data)}.ckpt"  # config, data, all package code, library versions
     if cache and path.exists():
         try:
             model = load_model(path)
