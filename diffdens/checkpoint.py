@@ -9,9 +9,11 @@ architecture its config describes. (Why not orbax-checkpoint: see DEVELOPING.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import jax
@@ -39,17 +41,49 @@ def _flat(tree) -> dict:
     return out
 
 
+def atomic_write(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and safely under concurrency: each writer writes its own temporary
+    file in the same directory (``tempfile.mkstemp``), flushes and fsyncs it, then renames it over ``path``
+    (``os.replace``, atomic on POSIX and Windows). A reader sees the old file or the new one, never a mix; concurrent
+    writers of one path never collide (the last rename wins); a failed write removes its temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file 0600; give it the permissions of a plain open()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (best effort: not every filesystem allows it)
+        with contextlib.suppress(OSError):
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_model(model: ScoreModel, path) -> Path:
-    """Write ``model`` (config + parameters) to the single file ``path`` (atomically)."""
+    """Write ``model`` (config + parameters) to the single file ``path`` (atomically, and safely when several
+    processes save to one path at once: see :func:`atomic_write`)."""
     path = Path(path)
     cfg = json.dumps(model_config(model))  # raises ValueError naming sde for an unserializable schedule
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = jax.tree_util.tree_map(np.asarray, nnx.state(model.net).to_pure_dict())
     payload = serialization.msgpack_serialize({"config": cfg, "state": state})
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(MAGIC + hashlib.sha256(payload).digest() + payload)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint under the final name
-    return path
+    return atomic_write(path, MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
 def load_model(path) -> ScoreModel:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from ._checks import as_float_array, check_option, check_positive, check_positive_int, check_key
-from .checkpoint import cache_dir, cache_key, load_model, save_model
+from .checkpoint import atomic_write, cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
 from .nets import PARAMETERIZATIONS, ScoreModel, init_model
 from .sde import LinearSDE, check_sde, sde_config
@@ -146,9 +147,12 @@ def fit_score(
     bar.close()
     nnx.update(model.net, params)
     history = {"loss": np.asarray(losses)}
-    if cache:
-        save_model(model, path)
-        path.with_suffix(".json").write_text(json.dumps({k: v.tolist() for k, v in history.items()}))
+    if cache:  # the history first: a checkpoint under the final name always has its history beside it
+        try:
+            atomic_write(path.with_suffix(".json"), json.dumps({k: v.tolist() for k, v in history.items()}).encode())
+            save_model(model, path)
+        except OSError as e:  # an unwritable cache loses the cache entry, not the trained model
+            warnings.warn(f"fit_score: could not store the model in the cache {path.parent} ({e})", stacklevel=2)
     return model, {**history, "steps": steps}
 
 

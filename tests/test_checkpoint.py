@@ -53,3 +53,68 @@ def test_cache_key_covers_library_versions_config_and_data(tmp_path):
     v = ck.library_versions()
     assert set(v) == {"jax", "jaxlib", "flax", "optax", "diffrax", "equinox"} and v["jax"]
     assert ck.cache_key(CFG, DATA) == ck.cache_key(CFG, DATA, versions=v)  # the installed versions by default
+
+
+# ------------------------------------------------------------------------- concurrent saves (issue 27, item 5)
+
+def _saver(path, blob, n, barrier, errors):
+    """Write the checkpoint bytes ``blob`` to ``path`` n times through save_model's writer, starting together with
+    the other savers (the model is serialized once in the parent, so a child compiles nothing)."""
+    from diffdens.checkpoint import atomic_write
+
+    barrier.wait()
+    for _ in range(n):
+        try:
+            atomic_write(path, blob)
+        except Exception as e:  # noqa: BLE001 -- every failure is reported to the parent
+            errors.put(f"{type(e).__name__}: {e}")
+
+
+def test_concurrent_saves_to_one_path_never_fail(tmp_path):
+    """Two processes x 50 saves to one path: with one shared temporary name, one writer's rename took the other's
+    file away (FileNotFoundError); with a temporary file per writer every save succeeds and the result loads."""
+    import multiprocessing as mp
+
+    import jax
+
+    import diffdens as dd
+
+    blobs = []
+    for seed in (0, 1):  # two different models, one per writer
+        m = dd.init_model(2, dd.VPSDE(), key=jax.random.key(seed), hidden=4, depth=1, n_features=2)
+        blobs.append(dd.save_model(m, tmp_path / "src" / f"{seed}.ckpt").read_bytes())
+    ctx = mp.get_context("spawn")
+    path = tmp_path / "out" / "shared.ckpt"
+    path.parent.mkdir()
+    barrier, errors = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_saver, args=(path, blob, 50, barrier, errors)) for blob in blobs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert [p.exitcode for p in procs] == [0, 0] and not found, found[:5]
+    model = dd.load_model(path)
+    assert model.config == {"dim": 2, "hidden": 4, "depth": 1, "n_features": 2}
+    x = jax.numpy.ones(2)
+    assert np.all(np.isfinite(np.asarray(model.score(x, 0.5))))
+    assert path.read_bytes() in blobs
+    assert [f.name for f in path.parent.iterdir()] == ["shared.ckpt"]  # no temporary file left behind
+
+
+def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import os
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        ck.atomic_write(tmp_path / "x.ckpt", b"data")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+    ck.atomic_write(tmp_path / "x.ckpt", b"data")
+    assert (tmp_path / "x.ckpt").read_bytes() == b"data"
+    assert (tmp_path / "x.ckpt").stat().st_mode & 0o777 == 0o666 & ~ck._umask()
