@@ -86,12 +86,49 @@ def save_model(model: ScoreModel, path) -> Path:
     return atomic_write(path, MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
-def load_model(path) -> ScoreModel:
+CODE_SDE_CLASSES = ("CustomSDE",)  # SDE configs that name functions to import (``module:qualname``)
+
+
+def _stored_sde(sde_cfg, path, *, sde, trust_code):
+    """The SDE a checkpoint describes, importing nothing unless ``trust_code``: with ``sde`` given, the stored
+    description must be that SDE's (and ``sde`` is used as is); a schedule stored as import paths (``CustomSDE``)
+    needs ``trust_code=True``."""
+    if not isinstance(sde_cfg, dict):
+        raise ValueError(f"{path}: malformed SDE description {sde_cfg!r}")
+    if sde is not None:
+        want = json.loads(json.dumps(sde_config(sde)))
+        if sde_cfg != want:
+            raise ValueError(f"{path}: the checkpoint's SDE {sde_cfg} is not the given sde {want}")
+        return sde
+    if sde_cfg.get("class") in CODE_SDE_CLASSES and not trust_code:
+        names = [sde_cfg.get(k) for k in ("alpha", "sigma")]
+        raise ValueError(f"{path}: the checkpoint's SDE is a schedule stored as functions to import ({names}); "
+                         "loading it would import that code and run it. Pass the SDE itself (load_model(path, "
+                         "sde=...)), or trust_code=True only for a file from a trusted source (unsafe for untrusted "
+                         "files: a forged checkpoint can name any module or function)")
+    try:
+        return sde_from_config(sde_cfg)
+    except (TypeError, ValueError, KeyError, AttributeError, ImportError) as e:
+        raise ValueError(f"{path}: cannot rebuild the checkpoint's SDE {sde_cfg} ({type(e).__name__}: {e})") from e
+
+
+def load_model(path, *, sde=None, trust_code: bool = False) -> ScoreModel:
     """Read a checkpoint written by :func:`save_model`.
 
-    Raises ValueError if the file is truncated, corrupt or foreign, or if its weights do not match the architecture
-    in its config (every leaf must be present with the config's shape and dtype; the message names the leaves).
+    A checkpoint is untrusted input (its sha256 guards against damage, not forgery), so loading never imports code by
+    default. A model trained on a :meth:`~diffdens.sde.LinearSDE.from_schedule` schedule stores its functions as
+    import paths: load it by passing the SDE (``sde=...``, which must equal the stored description; then nothing is
+    imported), or with ``trust_code=True``, which imports the named modules and calls the named functions.
+    **trust_code=True is unsafe for files from an untrusted source**: a forged file can name any module (its import
+    runs its code) or function (e.g. ``os:system``).
+
+    Raises ValueError if the file is truncated, corrupt or foreign, if its config is malformed (the network sizes must
+    be positive integers, depth a non-negative one), if it names code to import without ``trust_code``, or if its
+    weights do not match the architecture in its config (every leaf must be present with the config's shape and
+    dtype; the message names the leaves).
     """
+    if not isinstance(trust_code, (bool, np.bool_)):
+        raise TypeError(f"trust_code must be True or False, got {trust_code!r}")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path {path} is not a checkpoint file")
@@ -111,8 +148,11 @@ def load_model(path) -> ScoreModel:
     missing = [k for k in NET_KEYS if k not in net_cfg]
     if missing:
         raise ValueError(f"{path}: the network config lacks {missing}")
-    model = init_model(net_cfg["dim"], sde_from_config(sde_cfg), key=jax.random.key(0), parameterization=par,
-                       **{k: net_cfg[k] for k in NET_KEYS[1:]})
+    _check_net_config(net_cfg, path)
+    if not isinstance(par, str):
+        raise ValueError(f"{path}: malformed parameterization {par!r}")
+    model = init_model(net_cfg["dim"], _stored_sde(sde_cfg, path, sde=sde, trust_code=bool(trust_code)),
+                       key=jax.random.key(0), parameterization=par, **{k: net_cfg[k] for k in NET_KEYS[1:]})
     state = nnx.state(model.net)
     want, got = _flat(state.to_pure_dict()), _flat(stored)
     problems = [f"{k} missing" for k in want if k not in got]
@@ -130,6 +170,14 @@ def load_model(path) -> ScoreModel:
     nnx.update(model.net, state)
     model.config = net_cfg
     return model
+
+
+def _check_net_config(net_cfg: dict, path) -> None:
+    """The stored network sizes are integers (JSON ints, not '3' or 8.5): dim, hidden, n_features >= 1, depth >= 0."""
+    for k in NET_KEYS:
+        v, lo = net_cfg[k], 0 if k == "depth" else 1
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{path}: the network config has {k}={v!r}; it must be an integer >= {lo}")
 
 
 def cache_dir() -> Path:

@@ -119,7 +119,7 @@ def fit_score(
     path = cache_dir() / f"model-{cache_key(config, data)}.ckpt"  # config, data, all package code, library versions
     if cache and path.exists():
         try:
-            model = load_model(path)
+            model = load_model(path, sde=sde)  # the caller's SDE: nothing named in the file is imported
             hist = json.loads(path.with_suffix(".json").read_text())
             return model, {**{k: np.asarray(v) for k, v in hist.items()}, "steps": steps}
         except (ValueError, OSError, KeyError):

@@ -118,3 +118,87 @@ def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     ck.atomic_write(tmp_path / "x.ckpt", b"data")
     assert (tmp_path / "x.ckpt").read_bytes() == b"data"
     assert (tmp_path / "x.ckpt").stat().st_mode & 0o777 == 0o666 & ~ck._umask()
+
+
+# ------------------------------------------------------------------- checkpoints import no code (issue 27, item 6)
+
+def _forge(path, edit):
+    """Rewrite the config of the checkpoint at ``path`` with ``edit(cfg)`` and a valid checksum (a forged file)."""
+    import hashlib
+    import json
+
+    from flax import serialization
+
+    blob = path.read_bytes()
+    data = serialization.msgpack_restore(blob[len(ck.MAGIC) + 32:])
+    cfg = json.loads(data["config"])
+    edit(cfg)
+    data["config"] = json.dumps(cfg)
+    payload = serialization.msgpack_serialize(data)
+    path.write_bytes(ck.MAGIC + hashlib.sha256(payload).digest() + payload)
+    return path
+
+
+EVIL = '''
+import pathlib
+import jax.numpy as jnp
+pathlib.Path({marker!r}).write_text("imported")  # import-time code: must never run on a plain load_model
+
+def alpha(t):
+    return jnp.exp(-t)
+
+def sigma(t):
+    return jnp.sqrt(-jnp.expm1(-2 * t))
+'''
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    import jax
+
+    import diffdens as dd
+
+    return dd.save_model(dd.init_model(2, dd.VPSDE(), key=jax.random.key(0), hidden=4, depth=1, n_features=2),
+                         tmp_path / "tiny.ckpt")
+
+
+def test_forged_checkpoint_imports_nothing(tiny, tmp_path, monkeypatch):
+    import sys
+
+    import diffdens as dd
+
+    marker = tmp_path / "ran"
+    (tmp_path / "evil_sched_27.py").write_text(EVIL.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    custom = {"class": "CustomSDE", "alpha": "evil_sched_27:alpha", "sigma": "evil_sched_27:sigma", "T": 1.0,
+              "name": "evil", "prior_std": None}
+    forged = _forge(tiny, lambda cfg: cfg.update(sde=custom))
+    with pytest.raises(ValueError, match="trust_code=True"):
+        dd.load_model(forged)
+    assert not marker.exists() and "evil_sched_27" not in sys.modules
+    with pytest.raises(ValueError, match="not the given sde"):  # the SDE passed must be the one stored
+        dd.load_model(forged, sde=dd.VPSDE())
+    assert not marker.exists() and "evil_sched_27" not in sys.modules
+    os_system = {**custom, "alpha": "os:system", "sigma": "os:system"}
+    with pytest.raises(ValueError, match="import"):
+        dd.load_model(_forge(forged, lambda cfg: cfg.update(sde=os_system)))
+    # the explicit opt-in imports the named functions (here: a legitimate schedule in a trusted module)
+    _forge(forged, lambda cfg: cfg.update(sde=custom))
+    model = dd.load_model(forged, trust_code=True)
+    assert marker.exists() and model.sde.name == "evil"
+    back = dd.load_model(forged, sde=model.sde)  # or given the SDE itself: nothing imported, that SDE used
+    assert back.sde is model.sde
+    sys.modules.pop("evil_sched_27", None)
+
+
+def test_plain_checkpoints_load_without_trust_code(tiny):
+    import diffdens as dd
+
+    assert dd.load_model(tiny).sde == dd.VPSDE()
+    assert dd.load_model(tiny, sde=dd.VPSDE()).sde == dd.VPSDE()
+    with pytest.raises(ValueError, match="not the given sde"):
+        dd.load_model(tiny, sde=dd.VPSDE(beta_max=10.0))
+    with pytest.raises(TypeError, match="trust_code"):
+        dd.load_model(tiny, trust_code="yes")
+    with pytest.raises(ValueError, match="unknown SDE class|cannot rebuild"):
+        dd.load_model(_forge(tiny, lambda cfg: cfg.update(sde={"class": "os"})))
