@@ -35,10 +35,10 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from ._checks import as_float_array, check_option, check_positive, check_positive_int, check_key
+from ._checks import check_bool, check_key, check_option, check_points, check_positive, check_positive_int, check_t0
 from .checkpoint import atomic_write, cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
-from .nets import PARAMETERIZATIONS, ScoreModel, init_model
+from .nets import PARAMETERIZATIONS, ScoreModel, check_net_sizes, init_model
 from .sde import LinearSDE, check_sde, sde_config
 
 WEIGHTINGS = ("song", "likelihood", "likelihood_is")
@@ -93,11 +93,6 @@ def fit_score(
     full config, the data, the whole package source and the library versions
     (:func:`~diffdens.checkpoint.cache_key`), and reused on the next identical call.
     """
-    data = as_float_array(data, "data")
-    if data.ndim != 2 or data.shape[0] < 1:
-        raise ValueError(f"data must have shape (N, D), got {data.shape}")
-    if not bool(jnp.all(jnp.isfinite(data))):
-        raise ValueError("data contains NaN or inf")
     check_sde(sde)
     check_key(key)
     check_option(parameterization, PARAMETERIZATIONS, "parameterization")
@@ -106,8 +101,13 @@ def fit_score(
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     check_positive(lr, "lr")
-    sde.check_time(t0, "t0")
+    t0 = check_t0(t0, sde.T)  # strictly inside (0, T): log-SNR(0) is infinite, and t0 = T leaves nothing to train
+    check_bool(cache, "cache")
+    check_bool(progress, "progress")
+    data = check_points(data, "data")  # shape (N, D), N >= 1, D >= 1, finite
     N, D = data.shape
+    sizes = check_net_sizes(D, hidden, depth, n_features)
+    hidden, depth, n_features = sizes["hidden"], sizes["depth"], sizes["n_features"]
     steps = epochs * _batches_per_epoch(N, n_throws, batch_size)
     try:
         sde_desc = sde_config(sde)
