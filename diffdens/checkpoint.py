@@ -9,9 +9,11 @@ architecture its config describes. (Why not orbax-checkpoint: see DEVELOPING.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import jax
@@ -39,25 +41,94 @@ def _flat(tree) -> dict:
     return out
 
 
-def save_model(model: ScoreModel, path) -> Path:
-    """Write ``model`` (config + parameters) to the single file ``path`` (atomically)."""
+def atomic_write(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and safely under concurrency: each writer writes its own temporary
+    file in the same directory (``tempfile.mkstemp``), flushes and fsyncs it, then renames it over ``path``
+    (``os.replace``, atomic on POSIX and Windows). A reader sees the old file or the new one, never a mix; concurrent
+    writers of one path never collide (the last rename wins); a failed write removes its temporary file."""
     path = Path(path)
-    cfg = json.dumps(model_config(model))  # raises ValueError naming sde for an unserializable schedule
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = jax.tree_util.tree_map(np.asarray, nnx.state(model.net).to_pure_dict())
-    payload = serialization.msgpack_serialize({"config": cfg, "state": state})
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(MAGIC + hashlib.sha256(payload).digest() + payload)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint under the final name
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file 0600; give it the permissions of a plain open()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (best effort: not every filesystem allows it)
+        with contextlib.suppress(OSError):
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
     return path
 
 
-def load_model(path) -> ScoreModel:
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def save_model(model: ScoreModel, path) -> Path:
+    """Write ``model`` (config + parameters) to the single file ``path`` (atomically, and safely when several
+    processes save to one path at once: see :func:`atomic_write`)."""
+    path = Path(path)
+    cfg = json.dumps(model_config(model))  # raises ValueError naming sde for an unserializable schedule
+    state = jax.tree_util.tree_map(np.asarray, nnx.state(model.net).to_pure_dict())
+    payload = serialization.msgpack_serialize({"config": cfg, "state": state})
+    return atomic_write(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+CODE_SDE_CLASSES = ("CustomSDE",)  # SDE configs that name functions to import (``module:qualname``)
+
+
+def _stored_sde(sde_cfg, path, *, sde, trust_code):
+    """The SDE a checkpoint describes, importing nothing unless ``trust_code``: with ``sde`` given, the stored
+    description must be that SDE's (and ``sde`` is used as is); a schedule stored as import paths (``CustomSDE``)
+    needs ``trust_code=True``."""
+    if not isinstance(sde_cfg, dict):
+        raise ValueError(f"{path}: malformed SDE description {sde_cfg!r}")
+    if sde is not None:
+        want = json.loads(json.dumps(sde_config(sde)))
+        if sde_cfg != want:
+            raise ValueError(f"{path}: the checkpoint's SDE {sde_cfg} is not the given sde {want}")
+        return sde
+    if sde_cfg.get("class") in CODE_SDE_CLASSES and not trust_code:
+        names = [sde_cfg.get(k) for k in ("alpha", "sigma")]
+        raise ValueError(f"{path}: the checkpoint's SDE is a schedule stored as functions to import ({names}); "
+                         "loading it would import that code and run it. Pass the SDE itself (load_model(path, "
+                         "sde=...)), or trust_code=True only for a file from a trusted source (unsafe for untrusted "
+                         "files: a forged checkpoint can name any module or function)")
+    try:
+        return sde_from_config(sde_cfg)
+    except (TypeError, ValueError, KeyError, AttributeError, ImportError) as e:
+        raise ValueError(f"{path}: cannot rebuild the checkpoint's SDE {sde_cfg} ({type(e).__name__}: {e})") from e
+
+
+def load_model(path, *, sde=None, trust_code: bool = False) -> ScoreModel:
     """Read a checkpoint written by :func:`save_model`.
 
-    Raises ValueError if the file is truncated, corrupt or foreign, or if its weights do not match the architecture
-    in its config (every leaf must be present with the config's shape and dtype; the message names the leaves).
+    A checkpoint is untrusted input (its sha256 guards against damage, not forgery), so loading never imports code by
+    default. A model trained on a :meth:`~diffdens.sde.LinearSDE.from_schedule` schedule stores its functions as
+    import paths: load it by passing the SDE (``sde=...``, which must equal the stored description; then nothing is
+    imported), or with ``trust_code=True``, which imports the named modules and calls the named functions.
+    **trust_code=True is unsafe for files from an untrusted source**: a forged file can name any module (its import
+    runs its code) or function (e.g. ``os:system``).
+
+    Raises ValueError if the file is truncated, corrupt or foreign, if its config is malformed (the network sizes must
+    be positive integers, depth a non-negative one), if it names code to import without ``trust_code``, or if its
+    weights do not match the architecture in its config (every leaf must be present with the config's shape and
+    dtype; the message names the leaves).
     """
+    if not isinstance(trust_code, (bool, np.bool_)):
+        raise TypeError(f"trust_code must be True or False, got {trust_code!r}")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path {path} is not a checkpoint file")
@@ -77,8 +148,11 @@ def load_model(path) -> ScoreModel:
     missing = [k for k in NET_KEYS if k not in net_cfg]
     if missing:
         raise ValueError(f"{path}: the network config lacks {missing}")
-    model = init_model(net_cfg["dim"], sde_from_config(sde_cfg), key=jax.random.key(0), parameterization=par,
-                       **{k: net_cfg[k] for k in NET_KEYS[1:]})
+    _check_net_config(net_cfg, path)
+    if not isinstance(par, str):
+        raise ValueError(f"{path}: malformed parameterization {par!r}")
+    model = init_model(net_cfg["dim"], _stored_sde(sde_cfg, path, sde=sde, trust_code=bool(trust_code)),
+                       key=jax.random.key(0), parameterization=par, **{k: net_cfg[k] for k in NET_KEYS[1:]})
     state = nnx.state(model.net)
     want, got = _flat(state.to_pure_dict()), _flat(stored)
     problems = [f"{k} missing" for k in want if k not in got]
@@ -98,15 +172,58 @@ def load_model(path) -> ScoreModel:
     return model
 
 
+def _check_net_config(net_cfg: dict, path) -> None:
+    """The stored network sizes are integers (JSON ints, not '3' or 8.5): dim, hidden, n_features >= 1, depth >= 0."""
+    for k in NET_KEYS:
+        v, lo = net_cfg[k], 0 if k == "depth" else 1
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{path}: the network config has {k}={v!r}; it must be an integer >= {lo}")
+
+
 def cache_dir() -> Path:
     """``$DIFFDENS_CACHE`` or ``~/.cache/diffdens``."""
     return Path(os.environ.get("DIFFDENS_CACHE", Path.home() / ".cache" / "diffdens"))
 
 
-def cache_key(config: dict, data, sources=()) -> str:
-    """A key for a training run: its full config, the data bytes and the given source files (the training code)."""
+PACKAGE_ROOT = Path(__file__).resolve().parent
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "diffrax", "equinox")
+
+
+def library_versions() -> dict:
+    """The installed versions of the libraries training runs on (None for one that is not installed)."""
+    from importlib import metadata
+
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def source_digest(root=PACKAGE_ROOT) -> str:
+    """sha256 of every ``.py`` file under ``root`` (recursively, sorted by relative path; each file's relative path
+    and bytes are hashed), i.e. of all the package code a training run may execute."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+        if "__pycache__" in f.parts or not f.is_file():
+            continue
+        rel = f.relative_to(root).as_posix().encode()
+        body = f.read_bytes()
+        h.update(len(rel).to_bytes(8, "little") + rel + len(body).to_bytes(8, "little") + body)
+    return h.hexdigest()
+
+
+def cache_key(config: dict, data, *, root=PACKAGE_ROOT, versions: dict | None = None) -> str:
+    """A key for a training run: its full config, the data (shape, dtype, bytes), the whole package source under
+    ``root`` (:func:`source_digest`) and the library versions (:func:`library_versions` unless ``versions`` is
+    given). Editing any package module or upgrading jax, jaxlib, flax, optax, diffrax or equinox is a cache miss."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    h.update(np.ascontiguousarray(np.asarray(data)).tobytes())
-    for src in sources:
-        h.update(Path(src).read_bytes())
+    a = np.ascontiguousarray(np.asarray(data))
+    h.update(json.dumps([list(a.shape), a.dtype.str]).encode())
+    h.update(a.tobytes())
+    h.update(source_digest(root).encode())
+    h.update(json.dumps(library_versions() if versions is None else versions, sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]

@@ -20,14 +20,18 @@ The conversions are those of :mod:`diffdens.adapters`, so a trained model in any
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float
 
-from ._checks import check_option
+from ._checks import check_key, check_option, check_positive_int
 from .adapters import velocity_to_score, x0_to_score
-from .sde import LinearSDE
+from .sde import LinearSDE, check_sde
 
 PARAMETERIZATIONS = ("score", "entropy", "eps", "x0", "velocity")
 
@@ -120,10 +124,36 @@ class ScoreModel:
         return self.score(x, t) - 2 * self.sde.f(t_) * x / self.sde.g2(t_)
 
 
+def check_net_sizes(dim, hidden, depth, n_features) -> dict:
+    """The sizes of a :class:`ScoreMLP` as plain ints: ``dim`` (D), ``hidden`` (width of each hidden layer) and
+    ``n_features`` (random Fourier features per input) positive integers; ``depth`` (the number of hidden layers) a
+    non-negative integer (0: a linear map of the features). An integral float such as 8.0 is accepted. ValueError
+    (TypeError for a non-number) naming the argument."""
+    out = {"dim": check_positive_int(dim, "dim"), "hidden": check_positive_int(hidden, "hidden")}
+    out["depth"] = _check_nonnegative_int(depth, "depth")
+    out["n_features"] = check_positive_int(n_features, "n_features")
+    return out
+
+
+def _check_nonnegative_int(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.ndarray, jax.Array)) \
+            or np.ndim(value) != 0:
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v != int(v) or v < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(v)
+
+
 def init_model(dim: int, sde: LinearSDE, *, key, parameterization: str = "score", hidden: int = 128,
                depth: int = 3, n_features: int = 32) -> ScoreModel:
-    """A freshly initialised :class:`ScoreModel`."""
+    """A freshly initialised :class:`ScoreModel` for points of dimension ``dim``: ``depth`` hidden layers of width
+    ``hidden`` (see :func:`check_net_sizes`), ``n_features`` random Fourier features of x and of t."""
+    check_sde(sde)
+    check_key(key)
     check_option(parameterization, PARAMETERIZATIONS, "parameterization")
+    sizes = check_net_sizes(dim, hidden, depth, n_features)
+    dim, hidden, depth, n_features = sizes["dim"], sizes["hidden"], sizes["depth"], sizes["n_features"]
     net = ScoreMLP(dim, hidden=hidden, depth=depth, n_features=n_features, rngs=nnx.Rngs(params=key))
     config = dict(dim=dim, hidden=hidden, depth=depth, n_features=n_features)
     return ScoreModel(net, sde, parameterization, config)

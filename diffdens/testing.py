@@ -22,7 +22,10 @@ the number of points, when the estimates are unbiased and their standard errors 
 the caller states explicitly. The predicates :func:`agrees`, :func:`unbiased`, :func:`bound_holds` and
 :func:`rate_agrees` return the same decisions as booleans without raising, vectorized over leading axes (points
 along the last axis), so the false-alarm rate of each test can itself be checked by simulation
-(``tests/test_testing.py``). Non-finite values, stderrs or truths never pass.
+(``tests/test_testing.py``). Non-finite values, stderrs or truths never pass. Every function rejects (ValueError,
+naming the argument) an ``alpha`` outside (0, 1) and a tolerance (``atol``, ``rtol``, ``slack``) that is not a finite
+number >= 0. Value, stderr and truth broadcast elementwise; the assertions flatten input of any shape (each entry a
+point), the predicates read the last axis as points.
 
 Also here: :func:`count_compilations`, to assert "one compilation per architecture" without timing anything.
 """
@@ -52,12 +55,39 @@ def _quantile(q, dof=None):
     return np.where(np.isfinite(dof), stats.t.ppf(q, np.where(np.isfinite(dof), dof, 1.0)), stats.norm.ppf(q))
 
 
+def _scalar(x, name: str) -> float:
+    """``x`` as a float: a real number or a 0-d array (not a bool, a string or an array of several entries)."""
+    if isinstance(x, (bool, np.bool_, str, bytes)) or x is None or np.ndim(x) != 0:
+        raise ValueError(f"{name} must be a real number, got {x!r}")
+    try:
+        v = float(np.asarray(x, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {x!r}") from None
+    return v
+
+
+def _check_alpha(alpha) -> float:
+    """A false-alarm level strictly inside (0, 1): alpha = 0 would allow an infinite margin (everything passes),
+    alpha >= 1 gives NaN quantiles."""
+    a = _scalar(alpha, "alpha")
+    if not 0 < a < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    return a
+
+
+def _check_tol(x, name: str) -> float:
+    """A tolerance (atol, rtol, slack): finite and >= 0 (a NaN tolerance would pass every value)."""
+    v = _scalar(x, name)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {x!r}")
+    return v
+
+
 def critical_value(alpha: float, n: int = 1, dof: Optional[float] = None, *, sides: int = 2) -> float:
     """Critical value c such that the largest of n standardized errors exceeds c with probability <= alpha:
     the normal (or Student-t with ``dof`` degrees of freedom) quantile at 1 - alpha / (sides * n). With ``sides=2``
     the bound is on max |z_i|; with ``sides=1`` on max z_i. Bonferroni: no independence between points needed."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    alpha = _check_alpha(alpha)
     if sides not in (1, 2):
         raise ValueError(f"sides must be 1 or 2, got {sides}")
     q = 1.0 - alpha / (sides * max(int(n), 1))
@@ -66,8 +96,29 @@ def critical_value(alpha: float, n: int = 1, dof: Optional[float] = None, *, sid
 
 
 def _as(x, shape=None, name="value"):
-    a = np.asarray(x, dtype=np.float64)
-    return a if shape is None else np.broadcast_to(a, shape)
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of real numbers, got {type(x).__name__}") from None
+    if shape is None:
+        return a
+    try:
+        return np.broadcast_to(a, shape)
+    except ValueError:
+        raise ValueError(f"{name} of shape {a.shape} does not broadcast to shape {shape}") from None
+
+
+def _broadcast(*named):
+    """The given (array, name) pairs as float64 arrays broadcast to one common shape, at least 1-d; a ValueError
+    names the shapes that do not broadcast."""
+    arrays = [_as(a, name=n) for a, n in named]
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    except ValueError:
+        raise ValueError("shapes do not broadcast: " + ", ".join(f"{n} {a.shape}" for a, (_, n) in zip(arrays, named))) \
+            from None
+    shape = shape if len(shape) else (1,)
+    return [np.broadcast_to(a, shape) for a in arrays]
 
 
 def _finite(v, s, t):
@@ -79,11 +130,19 @@ def _finite(v, s, t):
 _quiet = np.errstate(invalid="ignore", over="ignore", divide="ignore")  # non-finite input is reported, not warned
 
 
-def _prepare(value, stderr, truth):
-    v = np.atleast_1d(_as(value))
-    t = _as(truth, v.shape)
-    s = _as(0.0 if stderr is None else stderr, v.shape)
-    return v, s, t
+def _prepare(value, stderr, truth, names=("value", "stderr", "truth")):
+    """value, stderr (0 when None) and truth broadcast elementwise to one shape (at least 1-d): the predicates read
+    the last axis as points and leading axes as replicates."""
+    return _broadcast((value, names[0]), (0.0 if stderr is None else stderr, names[1]), (truth, names[2]))
+
+
+def _prepare_flat(value, stderr, truth, dof=None, names=("value", "stderr", "truth")):
+    """As :func:`_prepare`, flattened: an assertion tests every entry of any shape as one set of points. A per-point
+    ``dof`` is broadcast to the same shape and flattened alike."""
+    v, s, t = _prepare(value, stderr, truth, names)
+    if dof is not None and np.ndim(dof) > 0:
+        dof = _as(dof, v.shape, "dof").ravel()
+    return v.ravel(), s.ravel(), t.ravel(), dof
 
 
 # ----------------------------------------------------------------------------------------------------- per point
@@ -98,6 +157,7 @@ def _agrees_tol(v, s, t, dof, alpha, atol, rtol):
 def agrees(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol: float = 0.0, rtol: float = 0.0):
     """Boolean form of :func:`assert_agrees`, over the last axis (points); leading axes are independent replicates.
     True where every point satisfies |value - truth| <= c stderr + atol + rtol |truth|."""
+    alpha, atol, rtol = _check_alpha(alpha), _check_tol(atol, "atol"), _check_tol(rtol, "rtol")
     v, s, t = _prepare(value, stderr, truth)
     _, tol = _agrees_tol(v, s, t, dof, alpha, atol, rtol)
     return _finite(v, s, t) & np.all(np.abs(v - t) <= tol, axis=-1)
@@ -108,8 +168,10 @@ def assert_agrees(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol: 
     """Every point agrees with the truth within its error bar: |value - truth| <= c stderr + atol + rtol |truth|,
     c the Bonferroni critical value for n points (:func:`critical_value`; ``dof=m - 1`` when each stderr comes from
     m draws, a scalar or one per point). False alarm <= alpha for unbiased estimates with honest stderrs, at any n.
-    ``stderr=None`` (an exact value) compares within atol + rtol |truth| only."""
-    v, s, t = _prepare(value, stderr, truth)
+    ``stderr=None`` (an exact value) compares within atol + rtol |truth| only. value, stderr and truth broadcast
+    elementwise and may have any shape: every entry is a point (n = the number of entries)."""
+    alpha, atol, rtol = _check_alpha(alpha), _check_tol(atol, "atol"), _check_tol(rtol, "rtol")
+    v, s, t, dof = _prepare_flat(value, stderr, truth, dof)
     _check_finite(v, s, t, what)
     c, tol = _agrees_tol(v, s, t, dof, alpha, atol, rtol)
     err = np.abs(v - t)
@@ -160,6 +222,7 @@ def _pooled(v, s, t, stderr_given, dof):
 @_quiet
 def unbiased(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol: float = 0.0):
     """Boolean form of :func:`assert_unbiased` over the last axis (points)."""
+    alpha, atol = _check_alpha(alpha), _check_tol(atol, "atol")
     v, s, t = _prepare(value, stderr, truth)
     mean, se, k = _pooled(v, s, t, stderr is not None, dof)
     c = _quantile(1 - alpha / 2, k)
@@ -172,8 +235,10 @@ def assert_unbiased(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol
     """The mean error over points is consistent with zero: |mean(value - truth)| <= c sqrt(sum stderr^2) / n + atol
     (two-sided, false alarm <= alpha; its power grows with n). ``dof`` (scalar or per point) when the stderrs come
     from few draws: the pooled degrees of freedom follow Welch-Satterthwaite. Without ``stderr`` the standard error
-    comes from the spread of the errors over the points (t with n - 1 dof). ``atol`` is an allowed bias."""
-    v, s, t = _prepare(value, stderr, truth)
+    comes from the spread of the errors over the points (t with n - 1 dof). ``atol`` is an allowed bias. Inputs of
+    any shape are flattened (every entry a point)."""
+    alpha, atol = _check_alpha(alpha), _check_tol(atol, "atol")
+    v, s, t, dof = _prepare_flat(value, stderr, truth, dof)
     _check_finite(v, s, t, what)
     if stderr is not None and not np.any(s > 0):
         raise ValueError("assert_unbiased: every stderr is zero; compare exact values with assert_agrees(atol=...)")
@@ -185,10 +250,10 @@ def assert_unbiased(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol
                              f" false-alarm level {alpha:g})")
 
 
-def _bound_stats(lower, truth, stderr, upper):
-    lo = np.atleast_1d(_as(lower))
-    t = _as(truth, lo.shape)
-    s = _as(0.0 if stderr is None else stderr, lo.shape)
+def _bound_stats(lower, truth, stderr, upper, flat=False):
+    lo, s, t = _prepare(lower, stderr, truth, names=("lower", "stderr", "truth"))
+    if flat:
+        lo, s, t = lo.ravel(), s.ravel(), t.ravel()
     gap = (lo - t) if upper else (t - lo)  # >= 0 on average when the bound holds
     n = gap.shape[-1]
     return lo, t, s, gap, n
@@ -208,6 +273,7 @@ def _bound_margin(gap, s, n, stderr_given, alpha):
 @_quiet
 def bound_holds(lower, truth, stderr=None, *, upper: bool = False, alpha: float = 1e-3, atol: float = 0.0):
     """Boolean form of :func:`assert_bound` over the last axis (points)."""
+    alpha, atol = _check_alpha(alpha), _check_tol(atol, "atol")
     lo, t, s, gap, n = _bound_stats(lower, truth, stderr, upper)
     margin = _bound_margin(gap, s, n, stderr is not None, alpha)
     return _finite(lo, s, t) & (gap.mean(axis=-1) >= -(margin + atol))
@@ -219,8 +285,10 @@ def assert_bound(lower, truth, stderr=None, *, upper: bool = False, alpha: float
     """A lower bound holds on average over the points: mean(truth - lower) >= -(c x its standard error + atol),
     one-sided with false alarm <= alpha when the bound is tight (mean gap 0) and less when it is strict. The standard
     error comes from the spread of the gaps over the points (t, n - 1 dof) and, when ``stderr`` is given, from the
-    Monte Carlo stderrs; the larger margin is used. ``upper=True``: ``lower`` is an upper bound (value >= truth)."""
-    lo, t, s, gap, n = _bound_stats(lower, truth, stderr, upper)
+    Monte Carlo stderrs; the larger margin is used. ``upper=True``: ``lower`` is an upper bound (value >= truth).
+    Inputs of any shape are flattened (every entry a point)."""
+    alpha, atol = _check_alpha(alpha), _check_tol(atol, "atol")
+    lo, t, s, gap, n = _bound_stats(lower, truth, stderr, upper, flat=True)
     _check_finite(lo, s, t, what)
     margin = float(_bound_margin(gap, s, n, stderr is not None, alpha))
     m = float(gap.mean())
@@ -237,8 +305,9 @@ def assert_below(value, stderr, limit, *, dof=None, alpha: float = 1e-3, what: s
     """Every value lies below ``limit`` with confidence: value + c stderr < limit, c the one-sided Bonferroni
     critical value for the n values (:func:`critical_value` with ``sides=1``). This asserts a claim ("the trained
     model's error is below 0.5"), so it fails when the evidence is too weak; the probability that it passes although
-    some true value is at or above its limit is at most alpha."""
-    v, s, t = _prepare(value, stderr, limit)
+    some true value is at or above its limit is at most alpha. Inputs of any shape are flattened."""
+    alpha = _check_alpha(alpha)
+    v, s, t, dof = _prepare_flat(value, stderr, limit, dof, names=("value", "stderr", "limit"))
     _check_finite(v, s, t, what)
     c = critical_value(alpha, v.size, dof, sides=1)
     upper = v + c * s
@@ -252,8 +321,7 @@ def assert_below(value, stderr, limit, *, dof=None, alpha: float = 1e-3, what: s
 
 def assert_above(value, stderr, limit, *, dof=None, alpha: float = 1e-3, what: str = "estimate") -> None:
     """Every value lies above ``limit`` with confidence: value - c stderr > limit (see :func:`assert_below`)."""
-    assert_below(-np.asarray(value, dtype=np.float64), stderr, -np.asarray(limit, dtype=np.float64), dof=dof,
-                 alpha=alpha, what=what)
+    assert_below(-_as(value), stderr, -_as(limit, name="limit"), dof=dof, alpha=alpha, what=what)
 
 
 # --------------------------------------------------------------------------------------------------------- rates
@@ -274,16 +342,25 @@ def fit_rate(ns, errors, *, errors_stderr=None, replicates=None) -> RateFit:
     (stderr / error)^2) or when each error is an RMS over ``replicates`` independent zero-mean Gaussian errors
     (k e^2 / sigma^2 ~ chi2_k, so var log e = trigamma(k / 2) / 4 exactly); the slope's standard error is then known
     (normal reference). Otherwise the residual variance is estimated (t with len(ns) - 2 dof)."""
-    ln = np.log(_as(ns))
-    e = _as(errors)
-    if ln.ndim != 1 or e.shape[-1] != ln.size:
-        raise ValueError(f"ns must be 1-d and match the last axis of errors, got {ln.shape} and {e.shape}")
+    n_arr = _as(ns, name="ns")
+    e = _as(errors, name="errors")
+    if n_arr.ndim != 1 or e.ndim < 1 or e.shape[-1] != n_arr.size:
+        raise ValueError(f"ns must be 1-d and match the last axis of errors, got {n_arr.shape} and {e.shape}")
+    if not np.all(np.isfinite(n_arr) & (n_arr > 0)):
+        raise ValueError(f"ns must be finite and positive, got {n_arr}")
     known = errors_stderr is not None or replicates is not None
-    if ln.size < (2 if known else 3):
-        raise ValueError("a rate needs errors at 3 or more sample sizes (2 when their uncertainty is given by "
-                         "errors_stderr or replicates)")
+    need = 2 if known else 3
+    if np.unique(n_arr).size < need:
+        raise ValueError(f"a rate needs errors at {need} or more distinct sample sizes ({need} when their "
+                         f"uncertainty is {'' if known else 'not '}given by errors_stderr or replicates), got ns = "
+                         f"{n_arr}")
     if errors_stderr is not None and replicates is not None:
         raise ValueError("give errors_stderr or replicates, not both")
+    if replicates is not None:
+        r = _as(replicates, name="replicates")
+        if not np.all(np.isfinite(r) & (r >= 1)):
+            raise ValueError(f"replicates must be finite and >= 1, got {replicates!r}")
+    ln = np.log(n_arr)
     le = np.log(np.where(e > 0, e, np.nan))
     if errors_stderr is not None:
         var = (_as(errors_stderr, e.shape) / e) ** 2
@@ -310,10 +387,19 @@ def fit_rate(ns, errors, *, errors_stderr=None, replicates=None) -> RateFit:
     return RateFit(slope, se, dof)
 
 
+def _check_rate(rate) -> float:
+    r = _scalar(rate, "rate")
+    if not math.isfinite(r):
+        raise ValueError(f"rate must be a finite number, got {rate!r}")
+    return r
+
+
 @_quiet
 def rate_agrees(ns, errors, rate: float = -0.5, *, errors_stderr=None, replicates=None, alpha: float = 1e-3,
                 slack: float = 0.0):
     """Boolean form of :func:`assert_rate` over the last axis (one fit per leading index)."""
+    alpha, slack = _check_alpha(alpha), _check_tol(slack, "slack")
+    rate = _check_rate(rate)
     f = fit_rate(ns, errors, errors_stderr=errors_stderr, replicates=replicates)
     c = _quantile(1 - alpha / 2, f.dof)
     ok = np.abs(np.asarray(f.slope) - rate) <= c * np.asarray(f.stderr) + slack
@@ -326,11 +412,23 @@ def assert_rate(ns, errors, rate: float = -0.5, *, errors_stderr=None, replicate
     false alarm <= alpha when the errors follow the rate. Pass ``replicates=k`` when each error is the RMS over k
     independent runs (the best-founded choice), or ``errors_stderr``; with neither, the scatter about the line sets
     the uncertainty (t with len(ns) - 2 dof: needs several ns to have power). ``slack`` widens the band for known
-    non-asymptotic effects. Returns the fitted slope."""
-    e = np.asarray(errors, dtype=np.float64)
+    non-asymptotic effects. Returns the fitted slope. ``errors`` is one study (1-d, one error per n)."""
+    alpha, slack = _check_alpha(alpha), _check_tol(slack, "slack")
+    rate = _check_rate(rate)
+    e = _as(errors, name="errors")
+    if e.ndim != 1:
+        raise ValueError(f"errors must be 1-d (one error per sample size) in assert_rate, got shape {e.shape}; "
+                         "use rate_agrees for replicate studies along leading axes")
     if np.any(~np.isfinite(e)) or np.any(e <= 0):
         raise AssertionError(f"{what}: errors must be finite and positive, got {e}")
+    if errors_stderr is not None:
+        es = _as(errors_stderr, name="errors_stderr")
+        if np.any(~np.isfinite(es)) or np.any(es <= 0):
+            raise AssertionError(f"{what}: errors_stderr must be finite and positive, got {es}")
     f = fit_rate(ns, e, errors_stderr=errors_stderr, replicates=replicates)
+    if not (math.isfinite(f.slope) and math.isfinite(f.stderr)):
+        raise AssertionError(f"{what}: the log-log fit is degenerate (slope {f.slope}, stderr {f.stderr}) for ns "
+                             f"{np.asarray(ns).tolist()} and errors {e.tolist()}; no rate can be judged")
     c = float(_quantile(1 - alpha / 2, f.dof))
     if not abs(f.slope - rate) <= c * f.stderr + slack:
         raise AssertionError(f"{what}: fitted slope {f.slope:.3f} +- {f.stderr:.3f} is not {rate} (allowed "

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +35,10 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from ._checks import as_float_array, check_option, check_positive, check_positive_int, check_key
-from . import adapters, nets, sde as _sde_module
-from .checkpoint import cache_dir, cache_key, load_model, save_model
+from ._checks import check_bool, check_key, check_option, check_points, check_positive, check_positive_int, check_t0
+from .checkpoint import atomic_write, cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
-from .nets import PARAMETERIZATIONS, ScoreModel, init_model
+from .nets import PARAMETERIZATIONS, ScoreModel, check_net_sizes, init_model
 from .sde import LinearSDE, check_sde, sde_config
 
 WEIGHTINGS = ("song", "likelihood", "likelihood_is")
@@ -90,13 +90,9 @@ def fit_score(
     DSM objective (for the likelihood weightings: the bound of ``002`` Thm. 1 up to a data constant); ``history["steps"]`` the number
     of Adam steps taken (``epochs`` times the batches per epoch). Deterministic
     given ``key``. With ``cache=True`` the model is stored under :func:`~diffdens.checkpoint.cache_dir`, keyed by the
-    full config, the data and the training code, and reused on the next identical call.
+    full config, the data, the whole package source and the library versions
+    (:func:`~diffdens.checkpoint.cache_key`), and reused on the next identical call.
     """
-    data = as_float_array(data, "data")
-    if data.ndim != 2 or data.shape[0] < 1:
-        raise ValueError(f"data must have shape (N, D), got {data.shape}")
-    if not bool(jnp.all(jnp.isfinite(data))):
-        raise ValueError("data contains NaN or inf")
     check_sde(sde)
     check_key(key)
     check_option(parameterization, PARAMETERIZATIONS, "parameterization")
@@ -105,8 +101,13 @@ def fit_score(
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     check_positive(lr, "lr")
-    sde.check_time(t0, "t0")
+    t0 = check_t0(t0, sde.T)  # strictly inside (0, T): log-SNR(0) is infinite, and t0 = T leaves nothing to train
+    check_bool(cache, "cache")
+    check_bool(progress, "progress")
+    data = check_points(data, "data")  # shape (N, D), N >= 1, D >= 1, finite
     N, D = data.shape
+    sizes = check_net_sizes(D, hidden, depth, n_features)
+    hidden, depth, n_features = sizes["hidden"], sizes["depth"], sizes["n_features"]
     steps = epochs * _batches_per_epoch(N, n_throws, batch_size)
     try:
         sde_desc = sde_config(sde)
@@ -115,11 +116,10 @@ def fit_score(
     config = dict(sde=sde_desc, parameterization=parameterization, weighting=weighting, n_throws=n_throws,
                   epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, depth=depth, n_features=n_features,
                   t0=t0, key=np.asarray(jax.random.key_data(key)).tolist())
-    sources = [m.__file__ for m in (nets, adapters, _sde_module)] + [__file__]
-    path = cache_dir() / f"model-{cache_key(config, data, sources)}.ckpt"
+    path = cache_dir() / f"model-{cache_key(config, data)}.ckpt"  # config, data, all package code, library versions
     if cache and path.exists():
         try:
-            model = load_model(path)
+            model = load_model(path, sde=sde)  # the caller's SDE: nothing named in the file is imported
             hist = json.loads(path.with_suffix(".json").read_text())
             return model, {**{k: np.asarray(v) for k, v in hist.items()}, "steps": steps}
         except (ValueError, OSError, KeyError):
@@ -147,9 +147,12 @@ def fit_score(
     bar.close()
     nnx.update(model.net, params)
     history = {"loss": np.asarray(losses)}
-    if cache:
-        save_model(model, path)
-        path.with_suffix(".json").write_text(json.dumps({k: v.tolist() for k, v in history.items()}))
+    if cache:  # the history first: a checkpoint under the final name always has its history beside it
+        try:
+            atomic_write(path.with_suffix(".json"), json.dumps({k: v.tolist() for k, v in history.items()}).encode())
+            save_model(model, path)
+        except OSError as e:  # an unwritable cache loses the cache entry, not the trained model
+            warnings.warn(f"fit_score: could not store the model in the cache {path.parent} ({e})", stacklevel=2)
     return model, {**history, "steps": steps}
 
 

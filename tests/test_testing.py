@@ -290,3 +290,120 @@ def test_count_compilations():
         g({"w": jnp.float32(1.0)}, x3)
         g({"w": jnp.float32(2.0)}, x3)
     assert c3.n == 1
+
+
+# ------------------------------------------------------------------------ argument validation (issue 27, item 4)
+
+def _every_check():
+    """(name, call(**kw)) for each public check, on data it passes with the default arguments."""
+    v, s, t = [1.0, 2.0, 3.0], [0.1, 0.1, 0.1], [1.0, 2.0, 3.0]
+    ns, e = NS, 3.0 / np.sqrt(NS)
+    return [
+        ("assert_agrees", lambda **kw: T.assert_agrees(v, s, t, **kw)),
+        ("agrees", lambda **kw: T.agrees(v, s, t, **kw)),
+        ("assert_unbiased", lambda **kw: T.assert_unbiased(v, s, t, **kw)),
+        ("unbiased", lambda **kw: T.unbiased(v, s, t, **kw)),
+        ("assert_bound", lambda **kw: T.assert_bound(v, t, s, **kw)),
+        ("bound_holds", lambda **kw: T.bound_holds(v, t, s, **kw)),
+        ("assert_below", lambda **kw: T.assert_below(v, s, 10.0, **kw)),
+        ("assert_above", lambda **kw: T.assert_above(v, s, 0.0, **kw)),
+        ("assert_rate", lambda **kw: T.assert_rate(ns, e, replicates=30, **kw)),
+        ("rate_agrees", lambda **kw: T.rate_agrees(ns, e, replicates=30, **kw)),
+        ("critical_value", lambda **kw: T.critical_value(**{"alpha": 1e-3, **kw})),
+    ]
+
+
+TOLS = {"assert_agrees": ("atol", "rtol"), "agrees": ("atol", "rtol"), "assert_unbiased": ("atol",),
+        "unbiased": ("atol",), "assert_bound": ("atol",), "bound_holds": ("atol",), "assert_rate": ("slack",),
+        "rate_agrees": ("slack",)}
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 1.5, -0.1, np.nan, np.inf, True, "0.05", [0.01, 0.02]])
+def test_every_check_rejects_a_bad_alpha(alpha):
+    """alpha = 0 meant an infinite margin (everything passed), alpha > 1 a NaN threshold (issue 27 item 4)."""
+    for name, call in _every_check():
+        call(alpha=0.05)  # the data pass at a valid alpha
+        with pytest.raises(ValueError, match="alpha"):
+            call(alpha=alpha)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1e-3, "0.1", None])
+def test_every_check_rejects_a_bad_tolerance(bad):
+    """A NaN atol / rtol passed every value (issue 27 item 4)."""
+    for name, call in _every_check():
+        for tol in TOLS.get(name, ()):
+            call(**{tol: 0.0})
+            with pytest.raises(ValueError, match=tol):
+                call(**{tol: bad})
+
+
+def test_nan_tolerance_no_longer_passes_a_wrong_value():
+    with pytest.raises(ValueError, match="atol"):
+        T.assert_agrees([100.0], [0.1], [0.0], atol=np.nan)
+    with pytest.raises(ValueError, match="rtol"):
+        T.assert_agrees([100.0], [0.1], [1.0], rtol=np.nan)
+    with pytest.raises(ValueError, match="atol"):
+        T.assert_unbiased([100.0, 100.0], [0.1, 0.1], [0.0, 0.0], atol=np.nan)
+    with pytest.raises(ValueError, match="rate"):
+        T.assert_rate(NS, 3.0 / np.sqrt(NS), np.nan, replicates=30)
+
+
+# ---------------------------------------------------------------------------------- any shape (issue 27, item 4)
+
+def test_assertions_take_any_shape(rng):
+    """2-D (or n-D) input is one set of points: the same decision as the flattened input, never an IndexError."""
+    for i in range(100):
+        v, s, t, dof = simulate(rng, 1, 60, m=4, bias=0.5 if i % 2 else 0.0)
+        v, s = v[0], s[0]
+        for check in (T.assert_agrees, T.assert_unbiased, lambda v, s, t, dof: T.assert_bound(v, t, s)):
+            outcomes = []
+            for shape in [(60,), (6, 10), (2, 3, 10)]:
+                try:
+                    check(v.reshape(shape), s.reshape(shape), t.reshape(shape), dof=dof)
+                    outcomes.append(True)
+                except AssertionError:
+                    outcomes.append(False)
+            assert len(set(outcomes)) == 1, outcomes
+    # the failing point is reported by its flat index
+    v = np.zeros((3, 4))
+    v[2, 1] = 50.0
+    with pytest.raises(AssertionError, match="1 of 12 points.*worst point 9"):
+        T.assert_agrees(v, 1.0, 0.0)
+    with pytest.raises(AssertionError, match="not below"):
+        T.assert_below(v, 1.0, 40.0)
+
+
+def test_value_stderr_truth_broadcast_elementwise():
+    v = np.array([[1.0, 2.0, 3.0], [1.1, 2.1, 2.9]])
+    T.assert_agrees(v, 0.1, [1.0, 2.0, 3.0])  # stderr scalar, truth one per column
+    T.assert_agrees(2.0, [0.1, 0.2], [[2.0, 2.1], [1.9, 2.0]])  # a scalar value against a 2-D truth
+    T.assert_unbiased(v, np.full(3, 0.1), [1.0, 2.0, 3.0])
+    T.assert_bound(v - 0.2, [1.0, 2.0, 3.0], 0.1)
+    # per-point dof broadcast with the points and flattened alike
+    T.assert_agrees(v, 0.1, [1.0, 2.0, 3.0], dof=np.array([3.0, 4.0, 5.0]))
+    assert T.agrees(v, 0.1, [1.0, 2.0, 3.0]).shape == (2,)  # predicates: leading axes are replicates
+    with pytest.raises(ValueError, match="broadcast"):
+        T.assert_agrees(np.zeros((2, 3)), 0.1, np.zeros(4))
+    with pytest.raises(ValueError, match="broadcast"):
+        T.agrees(np.zeros(3), np.ones(2), np.zeros(3))
+
+
+# ------------------------------------------------------------------------------ degenerate rates (issue 27, item 4)
+
+def test_rate_on_degenerate_input_says_why():
+    e = 3.0 / np.sqrt(NS)
+    with pytest.raises(ValueError, match="distinct sample sizes"):
+        T.assert_rate([100, 100, 100, 100], [0.1, 0.2, 0.1, 0.3])
+    with pytest.raises(ValueError, match="distinct sample sizes"):
+        T.assert_rate([100, 100], [0.1, 0.2], replicates=10)
+    with pytest.raises(ValueError, match="ns must be finite and positive"):
+        T.assert_rate([0, 10, 100], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="replicates"):
+        T.assert_rate(NS, e, replicates=0)
+    with pytest.raises(AssertionError, match="errors_stderr must be finite and positive"):
+        T.assert_rate(NS, e, errors_stderr=np.zeros_like(e))
+    with pytest.raises(ValueError, match="1-d"):
+        T.assert_rate(NS, e[None], replicates=30)
+    with pytest.raises(AssertionError, match="errors must be finite and positive"):
+        T.assert_rate(NS, np.where(NS > 1000, 0.0, e), replicates=30)
+    assert not T.rate_agrees(NS, np.zeros_like(e), replicates=30)  # the predicate says False, without a NaN slope

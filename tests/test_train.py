@@ -166,3 +166,44 @@ def test_lambda_schedule_trains_without_cache(data):
     assert np.all(np.isfinite(hist["loss"]))
     with pytest.raises(ValueError, match="sde"):
         dd.save_model(model, "/tmp/never-written.ckpt")
+
+
+def test_fit_score_validates_t0_sizes_and_data_first(data):
+    """Issue 27 item 7: each bad argument raises a ValueError naming it before any training (t0 = 0 used to fail
+    later as 'training diverged', t0 = T to train nothing, hidden = 0 to divide by zero, depth = -1 to be stored)."""
+    kw = dict(key=jax.random.key(0), cache=False, progress=False, epochs=1)
+    small = data[:64]
+    for t0 in (0.0, -1e-3, SDE.T, 2.0, np.nan):
+        with pytest.raises(ValueError, match="t0"):
+            dd.fit_score(small, SDE, t0=t0, **kw)
+    for name, bad in [("hidden", 0), ("hidden", -4), ("hidden", 8.5), ("depth", -1), ("depth", 1.5),
+                      ("n_features", 0)]:
+        with pytest.raises(ValueError, match=name):
+            dd.fit_score(small, SDE, **{name: bad}, **kw)
+    with pytest.raises(TypeError, match="hidden"):
+        dd.fit_score(small, SDE, hidden="16", **kw)
+    for bad in (np.zeros((8, 0)), np.zeros((0, 2)), np.zeros((2, 3, 4)), np.zeros(5)):
+        with pytest.raises(ValueError, match="data"):
+            dd.fit_score(bad, SDE, **kw)
+
+
+def test_init_model_validates_sizes():
+    key = jax.random.key(0)
+    for kw in ({"hidden": 0}, {"hidden": -4}, {"hidden": 8.5}, {"depth": -1}, {"n_features": 0}, {"dim": 0}):
+        args = {"dim": 2, **kw}
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            dd.init_model(args.pop("dim"), SDE, key=key, **args)
+    with pytest.raises(TypeError, match="dim"):
+        dd.init_model("3", SDE, key=key)
+    with pytest.raises(ValueError, match="key"):
+        dd.init_model(2, SDE, key=None)
+    m = dd.init_model(np.int64(2), SDE, key=key, hidden=8.0, depth=0, n_features=4)  # depth 0: a linear read-out
+    assert m.config == {"dim": 2, "hidden": 8, "depth": 0, "n_features": 4}
+    assert type(m.config["dim"]) is int and m.score(jnp.ones(2), 0.5).shape == (2,)
+
+
+def test_malformed_checkpoint_config_is_a_value_error(tmp_path):
+    """A config with dim='3' or hidden=-16 gives the documented ValueError, not a jax TypeError."""
+    for i, edit in enumerate([{"dim": "3"}, {"hidden": -16}, {"depth": -1}, {"n_features": 2.5}, {"hidden": True}]):
+        with pytest.raises(ValueError, match=f"{next(iter(edit))}=.*must be an integer"):
+            dd.load_model(_saved(tmp_path, f"bad{i}.ckpt", 16, 2, edit))
