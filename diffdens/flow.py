@@ -58,20 +58,29 @@ def flow_drift(score, sde, kind: str) -> Callable:
     return lambda x, t: sde.f(t) * x - c * sde.g2(t) * score(x, t)
 
 
-def flow_field(score, sde, kind: str, probes) -> Callable:
+class FlowField(eqx.Module):
     """The diffrax vector field of (x, log-density change) for one point; ``probes`` None for the exact divergence,
-    else (m, D) fixed probes (then the carried change has one entry per probe)."""
+    else (m, D) fixed probes (then the carried change has one entry per probe). A pytree: the score's arrays and the
+    probes are leaves, which diffrax's continuous adjoint (``BacksolveAdjoint``) needs to differentiate them."""
 
-    def vf(t, y, _):
+    score: Callable
+    probes: Optional[jax.Array]
+    sde: object = eqx.field(static=True)
+    kind: str = eqx.field(static=True)
+
+    def __call__(self, t, y, args):
         x, _ = y
         d = x.shape[-1]
-        s, div = value_and_divergence(lambda z: score(z, t), x, probes)
-        f, g2 = sde.f(t), sde.g2(t)
-        if kind == "pf":
+        s, div = value_and_divergence(lambda z: self.score(z, t), x, self.probes)
+        f, g2 = self.sde.f(t), self.sde.g2(t)
+        if self.kind == "pf":
             return f * x - 0.5 * g2 * s, -f * d + 0.5 * g2 * div
         return f * x - g2 * s, -f * d + 0.5 * g2 * div - 0.5 * g2 * jnp.sum(s**2)
 
-    return vf
+
+def flow_field(score, sde, kind: str, probes) -> Callable:
+    """The flow's vector field as a pytree (:class:`FlowField`)."""
+    return FlowField(score, probes, sde, kind)
 
 
 def solve_ode(vf, y0, t_start, t_end, rtol, atol, *, solver, max_steps: int, adjoint=None, ts=None):

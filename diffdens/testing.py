@@ -40,7 +40,7 @@ import numpy as np
 from scipy import special, stats
 
 __all__ = ["assert_agrees", "assert_unbiased", "assert_bound", "assert_rate", "critical_value",
-           "count_compilations", "agrees", "unbiased", "bound_holds", "rate_agrees", "fit_rate", "RateFit",
+           "count_compilations", "count_traces", "agrees", "unbiased", "bound_holds", "rate_agrees", "fit_rate", "RateFit",
            "assert_below", "assert_above"]
 
 
@@ -438,7 +438,9 @@ def assert_rate(ns, errors, rate: float = -0.5, *, errors_stderr=None, replicate
 
 # ------------------------------------------------------------------------------------------------- compilations
 
-_COMPILES = [0]
+_EVENTS = {"/jax/core/compile/backend_compile_duration": [0], "/jax/core/compile/jaxpr_trace_duration": [0]}
+_COMPILES = _EVENTS["/jax/core/compile/backend_compile_duration"]
+_TRACES = _EVENTS["/jax/core/compile/jaxpr_trace_duration"]
 _LISTENING = [False]
 
 
@@ -448,21 +450,35 @@ def _listen() -> None:
     import jax
 
     def on_event(event: str, duration: float, **kwargs) -> None:
-        if event == "/jax/core/compile/backend_compile_duration":
-            _COMPILES[0] += 1
+        if event in _EVENTS:
+            _EVENTS[event][0] += 1
 
     jax.monitoring.register_event_duration_secs_listener(on_event)
     _LISTENING[0] = True
 
 
 class _Count:
-    def __init__(self):
-        self.start = _COMPILES[0]
+    def __init__(self, counter=_COMPILES):
+        self.counter = counter
+        self.start = counter[0]
         self.end = None
 
     @property
     def n(self) -> int:
-        return (_COMPILES[0] if self.end is None else self.end) - self.start
+        return (self.counter[0] if self.end is None else self.end) - self.start
+
+
+@contextlib.contextmanager
+def count_traces():
+    """``with count_traces() as c: ...``; then ``c.n`` is the number of jaxpr traces inside the block (JAX's
+    ``/jax/core/compile/jaxpr_trace_duration`` events): zero for a repeated call whose compiled work is cached and
+    whose front door traces nothing."""
+    _listen()
+    c = _Count(_TRACES)
+    try:
+        yield c
+    finally:
+        c.end = _TRACES[0]
 
 
 @contextlib.contextmanager

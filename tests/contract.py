@@ -114,3 +114,36 @@ REGISTRY = {
                                                                   ode_kwargs=dict(solve=_FAST)).R[:2],
                              "sampler", True),
 }
+
+
+TK = jax.random.key(7)
+XS = X[:3]
+REGISTERED = list(REGISTRY)
+
+
+# adaptive ODE solves at rtol = atol = 1e-4: another fusion of the same arithmetic can flip an accepted step, which
+# moves the result by up to the solver's error (see diffdens.flow); everything else agrees to float32 rounding
+ADAPTIVE = {"ode_log_prob", "ode_log_prob_hutchinson", "ode_encode", "hd_ode", "mode_tracking_ode", "ode_sample",
+            "hd_sample", "sde_bias_diagnostics"}
+
+
+def tol_for(name):
+    return dict(rtol=5e-3, atol=5e-3) if name in ADAPTIVE else dict(rtol=2e-4, atol=2e-4)
+
+
+def close_trees(a, b, rtol=2e-4, atol=2e-4):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for u, v in zip(la, lb):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)
+
+
+def run_registered(name, score, x=XS, key=TK):
+    fn, kind, _ = REGISTRY[name]
+    return fn(score, x, key) if kind == "points" else fn(score, key)
+
+
+def mixture_score(mix):
+    return mix.diffuse(SDE).score
+
+
