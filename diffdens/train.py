@@ -35,11 +35,11 @@ from flax import nnx
 from tqdm import tqdm
 
 from ._checks import as_float_array, check_option, check_positive, check_positive_int, check_key
-from . import adapters, nets, sde as _sde_module
+from . import adapters, nets
 from .checkpoint import cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
 from .nets import PARAMETERIZATIONS, ScoreModel, init_model
-from .sde import LinearSDE, check_sde, sde_config
+from .sde import SOURCES as _SDE_SOURCES, LinearSDE, check_sde, sde_config
 
 WEIGHTINGS = ("song", "likelihood", "likelihood_is")
 
@@ -115,7 +115,7 @@ def fit_score(
     config = dict(sde=sde_desc, parameterization=parameterization, weighting=weighting, n_throws=n_throws,
                   epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, depth=depth, n_features=n_features,
                   t0=t0, key=np.asarray(jax.random.key_data(key)).tolist())
-    sources = [m.__file__ for m in (nets, adapters, _sde_module)] + [__file__]
+    sources = [m.__file__ for m in (nets, adapters)] + list(_SDE_SOURCES) + [__file__]
     path = cache_dir() / f"model-{cache_key(config, data, sources)}.ckpt"
     if cache and path.exists():
         try:
