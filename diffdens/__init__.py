@@ -6,7 +6,7 @@ A *score* is any callable ``score(x, t)`` taking one point x of shape (D,) and a
 from .adapters import from_discrete_timesteps, score_from_denoiser, score_from_eps, score_from_velocity
 from .augmented import BiasDiagnostics, ForwardAugmented, augmented_forward, sample_with_log_prob, sde_bias_diagnostics
 from .checkpoint import load_model, save_model
-from .data import bits_per_dim, load_digits, uniform_dequantize
+from .data import bits_per_dim, uniform_dequantize
 from .elbo import elbo, hvae_elbo, variational_gap
 from .identities import entropy, kl_divergence, weighted_score_error
 from .estimate import Estimate, SamplePath, Samples, make_probes, sample_times, value_and_divergence
@@ -16,12 +16,11 @@ from .nets import ScoreMLP, ScoreModel, init_model
 from .ode import Encoding, ode_encode, ode_log_prob, ode_sample
 from .parallel import shard_points
 from .path_integral import entropy_from_score, path_integral_log_prob
-from .profile import device_name, pick, profile
 from .reverse import reverse_sde_sample
 from .sde import (CosineVPSDE, CustomSDE, EDMSDE, LinearSDE, RectifiedFlowSDE, ScheduleSDE, SubVPSDE, VESDE, VPSDE,
                   check_sde, forward_sample)
 from .train import fit_score
-from . import adapters, book, testing
+from . import adapters, book, datasets, testing
 
 __version__ = "0.1.0"
 
@@ -62,7 +61,6 @@ __all__ = [
     "fit_score",
     "weighted_score_error",
     "bits_per_dim",
-    "load_digits",
     "uniform_dequantize",
     "ode_encode",
     "ode_log_prob",
@@ -77,9 +75,6 @@ __all__ = [
     "GaussianMixture",
     "random_mixture",
     "standard_mixture",
-    "device_name",
-    "pick",
-    "profile",
     "LinearSDE",
     "SubVPSDE",
     "VESDE",
