@@ -56,7 +56,7 @@ def load(name, sz, key):
         te = np.asarray(mix.sample(jax.random.fold_in(key, 2), sz["n_mix_test"]))
     else:
         if name == "digits":
-            k, _, levels = dd.load_digits()
+            k, _, levels = dd.datasets.load_digits()
             x = np.asarray(dd.uniform_dequantize(jax.random.fold_in(key, 3), k, levels=levels, data_range=(0, levels)))
         else:
             x = getattr(datasets, f"load_{name}")().data.astype(np.float64)

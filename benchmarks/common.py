@@ -37,7 +37,7 @@ def meta(**sizes) -> dict:
 
     d = jax.devices()[0]
     return {
-        "device": dd.device_name(),
+        "device": dd.book.device_name(),
         "platform": d.platform,
         "n_devices": jax.device_count(),
         "cpu": platform.processor() or platform.machine(),

@@ -73,7 +73,7 @@ def main():
         print(rows[-1], flush=True)
     d = jax.devices()[0]
     tag = "cpu" if d.platform == "cpu" else (getattr(d, "device_kind", d.platform).split() + [d.platform])[1].lower()
-    payload = dict(meta=dict(device=dd.device_name(), platform=d.platform, jax=jax.__version__,
+    payload = dict(meta=dict(device=dd.book.device_name(), platform=d.platform, jax=jax.__version__,
                              python=platform.python_version(), date=time.strftime("%Y-%m-%d"),
                              sizes=dict(hidden=hidden, depth=depth, small=small, size=a.size)), rows=rows)
     RESULTS.mkdir(parents=True, exist_ok=True)

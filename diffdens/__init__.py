@@ -7,7 +7,7 @@ t. Every estimator and sampler works eagerly and under ``jax.jit``, ``jax.vmap``
 from .adapters import from_discrete_timesteps, score_from_denoiser, score_from_eps, score_from_velocity
 from .augmented import BiasDiagnostics, ForwardAugmented, augmented_forward, sample_with_log_prob, sde_bias_diagnostics
 from .checkpoint import load_model, save_model
-from .data import bits_per_dim, load_digits, uniform_dequantize
+from .data import bits_per_dim, uniform_dequantize
 from .elbo import elbo, hvae_elbo, variational_gap
 from .identities import entropy, kl_divergence, weighted_score_error
 from .estimate import Estimate, SamplePath, Samples, make_probes, sample_times, value_and_divergence
@@ -18,12 +18,11 @@ from .ode import Encoding, ode_encode, ode_log_prob, ode_sample
 from .options import Hutchinson, SolveOptions
 from .parallel import shard_points
 from .path_integral import entropy_from_score, path_integral_log_prob
-from .profile import device_name, pick, profile
 from .reverse import reverse_sde_sample
 from .sde import (CosineVPSDE, CustomSDE, EDMSDE, LinearSDE, RectifiedFlowSDE, ScheduleSDE, SubVPSDE, VESDE, VPSDE,
                   check_sde, forward_sample)
 from .train import fit_score
-from . import adapters, book, testing
+from . import adapters, book, datasets, testing
 
 __version__ = "0.1.0"
 
@@ -64,7 +63,6 @@ __all__ = [
     "fit_score",
     "weighted_score_error",
     "bits_per_dim",
-    "load_digits",
     "uniform_dequantize",
     "ode_encode",
     "ode_log_prob",
@@ -81,9 +79,6 @@ __all__ = [
     "GaussianMixture",
     "random_mixture",
     "standard_mixture",
-    "device_name",
-    "pick",
-    "profile",
     "LinearSDE",
     "SubVPSDE",
     "VESDE",

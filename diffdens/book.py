@@ -1,13 +1,44 @@
-"""Helpers for the chapters: numbered, captioned figures and numbers glued into the prose (MyST-NB ``glue``).
+"""Helpers for the chapters: run profiles, and numbered, captioned figures and numbers glued into the prose.
 
-In the book build, ``figure("fig-name", fig)`` stores the figure for a ``{glue:figure}`` directive (which gives it
+Profiles: ``quick`` (CI on a CPU) and ``full`` (paper scale, meant for a GPU), read in this one place from the
+environment variable ``DIFFDENS_PROFILE``; unset, the profile is ``full`` if JAX sees a GPU and ``quick`` otherwise.
+Both run the same code; only sizes differ (:func:`pick`).
+
+Glue (MyST-NB): in the book build, ``figure("fig-name", fig)`` stores the figure for a ``{glue:figure}`` directive (which gives it
 a number and a caption) and ``text("name", value)`` stores a number for ``{glue:text}``. Outside the book (Colab,
 plain Jupyter, without myst_nb) the figure is simply shown and the number returned.
 """
 
 from __future__ import annotations
 
-__all__ = ["figure", "text"]
+import os
+
+import jax
+
+__all__ = ["PROFILES", "device_name", "figure", "pick", "profile", "text"]
+
+PROFILES = ("quick", "full")
+
+
+def profile() -> str:
+    """The active profile name, ``"quick"`` or ``"full"``."""
+    name = os.environ.get("DIFFDENS_PROFILE", "").strip().lower()
+    if not name:
+        return "full" if any(d.platform == "gpu" for d in jax.devices()) else "quick"
+    if name not in PROFILES:
+        raise ValueError(f"DIFFDENS_PROFILE must be one of {PROFILES}, got {name!r}")
+    return name
+
+
+def pick(*, quick, full):
+    """Return ``quick`` or ``full`` according to the active profile."""
+    return quick if profile() == "quick" else full
+
+
+def device_name() -> str:
+    """A short description of the default JAX device, e.g. ``"cpu"`` or ``"NVIDIA H100 80GB HBM3"``."""
+    d = jax.devices()[0]
+    return d.platform if d.platform == "cpu" else getattr(d, "device_kind", d.platform)
 
 
 def _glue(name: str, value, display: bool) -> bool:
@@ -21,7 +52,8 @@ def _glue(name: str, value, display: bool) -> bool:
 
 def figure(name: str, fig=None):
     """Glue a matplotlib figure under ``name`` (default: the current one) and close it, so that it appears only
-    where the prose places it with ``{glue:figure} name``. Without myst_nb, show it instead."""
+    where the prose places it with ``{glue:figure} name``. Without myst_nb, show it instead (matplotlib and IPython:
+    the ``[book]`` extra)."""
     import matplotlib.pyplot as plt
 
     fig = plt.gcf() if fig is None else fig

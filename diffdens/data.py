@@ -4,6 +4,7 @@ Integer data k in {0, ..., levels-1}^D on ``data_range`` = (a, b) is mapped to b
 Delta = (b - a) / levels: y = a + (k + u) Delta with u ~ U[0, 1)^D. By Jensen,
 log P(k) >= E_u[log p(y)] + D log Delta, so bits/dim = -(log p(y) + D log Delta) / (D log 2) upper-bounds the
 discrete NLL. For 8-bit images on (0, 1) the offset is log2(256) = 8 bits; it is never hard-coded here.
+Data sets to try it on: :mod:`diffdens.datasets`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._checks import check_positive_int
@@ -42,11 +42,3 @@ def bits_per_dim(log_prob, dim: int, *, levels: int = 256, data_range=(0.0, 1.0)
     levels, a, delta = _delta(levels, data_range)
     return -(jnp.asarray(log_prob) + dim * math.log(delta)) / (dim * math.log(2.0))
 
-
-def load_digits():
-    """scikit-learn's 8x8 digits (shipped with the package, no download): (k, labels, levels) with k the integer
-    pixel values in {0, ..., 16} of shape (1797, 64) and levels = 17."""
-    from sklearn.datasets import load_digits as _load
-
-    d = _load()
-    return np.asarray(d.data, dtype=np.int32), np.asarray(d.target), 17

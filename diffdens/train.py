@@ -33,7 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm import tqdm
+try:  # the progress bar, where tqdm is installed (the [book] extra); silent otherwise
+    from tqdm import tqdm
+except ImportError:  # core install
+    class tqdm:  # noqa: N801  (the methods fit_score calls, doing nothing)
+        def __init__(self, *args, **kwargs): ...
+        def update(self, n=1): ...
+        def set_postfix(self, **kwargs): ...
+        def close(self): ...
 
 from ._checks import check_bool, check_key, check_option, check_points, check_positive, check_positive_int, check_t0
 from .checkpoint import atomic_write, cache_dir, cache_key, load_model, save_model

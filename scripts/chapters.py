@@ -188,7 +188,7 @@ def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None
     import jax
 
     sys.path.insert(0, str(ROOT))
-    from diffdens.profile import device_name
+    from diffdens.book import device_name
 
     nb.metadata[STAMP_KEY] = {
         "profile": profile,

@@ -53,9 +53,9 @@ def test_estimate_from_samples():
 
 def test_profile(monkeypatch):
     monkeypatch.setenv("DIFFDENS_PROFILE", "full")
-    assert dd.profile() == "full" and dd.pick(quick=1, full=2) == 2
+    assert dd.book.profile() == "full" and dd.book.pick(quick=1, full=2) == 2
     monkeypatch.setenv("DIFFDENS_PROFILE", "quick")
-    assert dd.pick(quick=1, full=2) == 1
+    assert dd.book.pick(quick=1, full=2) == 1
     monkeypatch.setenv("DIFFDENS_PROFILE", "fast")
     with pytest.raises(ValueError, match="DIFFDENS_PROFILE"):
-        dd.profile()
+        dd.book.profile()

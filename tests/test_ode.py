@@ -151,5 +151,5 @@ def test_bits_per_dim():
         dd.uniform_dequantize(jax.random.key(0), k + 1, levels=17)
     with pytest.raises(ValueError, match="data_range"):
         dd.bits_per_dim(0.0, 2, data_range=(1, 0))
-    kd, labels, levels = dd.load_digits()
+    kd, labels, levels = dd.datasets.load_digits()
     assert kd.shape == (1797, 64) and levels == 17 and kd.max() == 16

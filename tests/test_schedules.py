@@ -92,6 +92,35 @@ def test_bad_schedules_raise_naming_it():
         dd.CosineVPSDE(T=1.0)
 
 
+def test_schedule_must_start_at_the_data_be_continuous_and_have_positive_g2():
+    """validate(): alpha(0) = 1 and sigma(0) = 0 (else N(alpha_t x0, sigma_t^2) is not the transition from t = 0 and
+    the ELBO can exceed log p), alpha and sigma without jumps, g^2 > 0 on (0, T]."""
+    with pytest.raises(ValueError, match=r"alpha\(0\) = 1 and sigma\(0\) = 0.*alpha\(0\) = 2"):
+        dd.LinearSDE.from_schedule(lambda t: 2 * jnp.exp(-t), lambda t: t, T=1.0, name="double")
+    with pytest.raises(ValueError, match=r"'offset'.*sigma\(0\) = 0.5"):
+        dd.LinearSDE.from_schedule(lambda t: jnp.exp(-t), lambda t: 0.5 + t, T=1.0, name="offset")
+    with pytest.raises(ValueError, match=r"sigma\(t\) must be continuous.*jumps between t = 0.5"):
+        dd.LinearSDE.from_schedule(lambda t: jnp.exp(-t), lambda t: t + 0.3 * (t > 0.5), T=1.0)
+    with pytest.raises(ValueError, match=r"sigma\(t\) must be continuous.*jumps between t = 0.7"):  # off the grid
+        dd.LinearSDE.from_schedule(lambda t: jnp.exp(-t), lambda t: t + 1e-2 * (t > 0.70021), T=1.0)
+    with pytest.raises(ValueError, match=r"alpha\(t\) must be continuous"):
+        dd.LinearSDE.from_schedule(lambda t: jnp.exp(-t) * (1 - 0.3 * (t > 0.25)), lambda t: t, T=1.0)
+    with pytest.raises(ValueError, match=r"g\^2 .* must be positive.*g\^2\(0.5\) = 0"):  # sigma flat at t = 0.5
+        dd.LinearSDE.from_schedule(lambda t: 1.0 + 0 * t, lambda t: (t - 0.5) ** 3 + 0.125, T=1.0)
+
+
+@pytest.mark.parametrize("sde", NEW + [dd.CosineVPSDE(s=0.1, T=0.9), dd.EDMSDE(sigma_min=0.01, sigma_max=5.0),
+                                       dd.RectifiedFlowSDE(T=0.5)], ids=ids)
+def test_presets_validate(sde):
+    sde.validate()
+
+
+def test_sqrt_like_schedules_validate():
+    """sigma ~ sqrt(t) near 0 (VP-like paths) and a slowly varying power are continuous, not jumps."""
+    dd.LinearSDE.from_schedule(lambda t: jnp.exp(-2 * t), lambda t: jnp.sqrt(-jnp.expm1(-4 * t)), T=2.0)
+    dd.LinearSDE.from_schedule(lambda t: 1.0 + 0 * t, lambda t: t**0.25, T=1.0)
+
+
 @pytest.mark.parametrize("sde", [dd.VESDE(), dd.EDMSDE(), dd.RectifiedFlowSDE()], ids=ids)
 def test_diffused_mixture_moments(sde):
     """p_t.sample matches the mixture's first two moments pushed through (alpha_t, sigma_t)."""
