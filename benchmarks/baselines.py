@@ -139,7 +139,7 @@ def diffusion(tr, ev, sz, key):
     out = {"train_s": t_train, "n_throws": n_throws, "epochs": sz["dd_epochs"], "final_loss": float(hist["loss"][-1])}
     x = jnp.asarray(ev)
     ests = {
-        "pf_ode": ("ode_log_prob", dict(rtol=sz["ode_tol"], atol=sz["ode_tol"])),
+        "pf_ode": ("ode_log_prob", dict(solve=dd.SolveOptions(rtol=sz["ode_tol"], atol=sz["ode_tol"]))),
         "path_integral": ("path_integral_log_prob", dict(n_throws=sz["pi_throws"])),
     }
     for label, (name, kw) in ests.items():

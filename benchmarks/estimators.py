@@ -48,7 +48,7 @@ SIZES = {
 # name -> (package function, fixed kwargs, budget kwarg, budgets quick, budgets full)
 ESTIMATORS = {
     "pf_ode_exact": ("ode_log_prob", dict(divergence="exact"), "tol", (1e-2, 1e-3, 1e-4), (1e-2, 1e-3, 1e-4, 1e-5)),
-    "pf_ode_hutchinson": ("ode_log_prob", dict(divergence="hutchinson", rtol=1e-4, atol=1e-4), "n_probes",
+    "pf_ode_hutchinson": ("ode_log_prob", dict(solve=dd.SolveOptions(rtol=1e-4, atol=1e-4)), "n_probes",
                           (1, 8, 64), (1, 4, 16, 64, 256)),
     "elbo_dsm": ("elbo", dict(form="dsm", importance_sampling=False), "n_times", (100, 1000, 10_000),
                  (100, 1000, 10_000, 100_000)),
@@ -79,7 +79,9 @@ def runner(name, budget, score, sde):
     fn = getattr(dd, fname)
     kw = dict(fixed, t0=T0)
     if knob == "tol":
-        kw.update(rtol=budget, atol=budget)
+        kw.update(solve=dd.SolveOptions(rtol=budget, atol=budget))
+    elif knob == "n_probes":
+        kw.update(divergence=dd.Hutchinson(n_probes=budget))
     else:
         kw[knob] = budget
     if fname == "sample_with_log_prob":

@@ -63,9 +63,9 @@ def main():
             x = jax.random.normal(jax.random.key(n), (n, D))
             row = {"D": D, "n": n}
             for div in ("hutchinson", "exact"):
-                f = lambda: dd.ode_log_prob(score, sde, x, key=jax.random.key(0), divergence=div, rtol=TOL, atol=TOL, t0=T0).value
+                f = lambda: dd.ode_log_prob(score, sde, x, key=jax.random.key(0), divergence=div, solve=dd.SolveOptions(rtol=TOL, atol=TOL), t0=T0).value
                 sec = timeit(f, repeats=2)
-                est = dd.ode_log_prob(score, sde, x, key=jax.random.key(0), divergence=div, rtol=TOL, atol=TOL, t0=T0)
+                est = dd.ode_log_prob(score, sde, x, key=jax.random.key(0), divergence=div, solve=dd.SolveOptions(rtol=TOL, atol=TOL), t0=T0)
                 row[f"pts_per_s_{div}"] = round(n / sec, 1)
                 row[f"mean_nfe_{div}"] = round(float(est.nfe.mean()), 1)
             # floor: mean NFE x one batched score + Hutchinson divergence evaluation

@@ -90,7 +90,7 @@ def test_hd_ode_gaussian_closed_form(t_end):  # t_end: the HD-ODE's end time, ar
         p = mix.diffuse(sde)
         t = 0.4
         x_t = p.sample(jax.random.key(0), 5, t)
-        out = dd.hd_ode(p.score, sde, x_t, t, t0=t_end, rtol=1e-10, atol=1e-10)
+        out = dd.hd_ode(p.score, sde, x_t, t, t0=t_end, solve=dd.SolveOptions(rtol=1e-10, atol=1e-10))
         y, change = out.x, out.log_prob_change
         assert isinstance(out, dd.Samples) and change.stderr is None and out.start is not None
         a_t, s_t = sde.marginal(t)
@@ -106,7 +106,8 @@ def test_hd_ode_gaussian_closed_form(t_end):  # t_end: the HD-ODE's end time, ar
         Se_inv = np.linalg.inv(a_e**2 * C + sde.marginal(t_end)[1] ** 2 * np.eye(3))
         mode = np.linalg.solve(ft**2 / gt2 * np.eye(3) + Se_inv, (ft / gt2 * np.asarray(x_t) + Se_inv @ (a_e * m)).T).T
         np.testing.assert_allclose(y, mode, atol=1e-7)
-        _, ym, _ = dd.mode_tracking_ode(p.score, sde, x_t, t, t0=t_end, rtol=1e-10, atol=1e-10)
+        _, ym, _ = dd.mode_tracking_ode(p.score, sde, x_t, t, t0=t_end,
+                                         solve=dd.SolveOptions(rtol=1e-10, atol=1e-10))
         np.testing.assert_allclose(ym[:, -1], mode, atol=1e-7)
         if t_end == 0.05:  # the O(e^{-lambda_max}) term is visible: y is not the posterior mean
             assert float(jnp.min(jnp.abs(y - post_mean).max(axis=1))) > 1e-3
@@ -116,7 +117,7 @@ def test_hd_ode_hutchinson_matches_exact():
     sde, p = SDE, P4
     x_t = p.sample(jax.random.key(1), 128, 0.5)
     a = dd.hd_ode(p.score, sde, x_t, 0.5)
-    b = dd.hd_ode(p.score, sde, x_t, 0.5, key=jax.random.key(2), divergence="hutchinson", n_probes=16)
+    b = dd.hd_ode(p.score, sde, x_t, 0.5, key=jax.random.key(2), divergence=dd.Hutchinson(n_probes=16))
     y, ex, y2, hu = a.x, a.log_prob_change, b.x, b.log_prob_change
     np.testing.assert_allclose(y, y2, atol=1e-4)
     assert_agrees(hu.value, hu.stderr, ex.value, dof=15, atol=1e-3, what="Hutchinson HD-ODE change")

@@ -14,14 +14,15 @@ def _setup(sde, D, n=4, seed=0):
     mix = dd.random_mixture(jax.random.key(D + seed), 3, D)
     p = mix.diffuse(sde)
     x = mix.sample(jax.random.key(1), n)
-    return p, x, (lambda y: p.log_prob(y, sde.T))
+    return p, x, (lambda y: p.log_prob(y, sde.T))  # one point (D,) -> scalar
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("D", [1, 2, 9, 50])
 def test_exact_score_float64(sde, D, x64):
     p, x, prior = _setup(sde, D, n=2)
-    est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior, rtol=1e-9, atol=1e-9)
+    est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior,
+                          solve=dd.SolveOptions(rtol=1e-9, atol=1e-9))
     assert float(jnp.max(jnp.abs(est.value - p.log_prob(x, 1e-5)))) < 1e-4
     assert est.stderr is None and est.nfe.shape == (2,)
 
@@ -40,8 +41,8 @@ def test_hutchinson_unbiased():
     p, x, prior = _setup(sde, 5, n=3)
     truth = p.log_prob(x, 1e-5)
     for probe in ("rademacher", "gaussian"):
-        est = dd.ode_log_prob(p.score, sde, x, key=jax.random.key(2), divergence="hutchinson", n_probes=256,
-                              probe=probe, prior_log_prob=prior)
+        est = dd.ode_log_prob(p.score, sde, x, key=jax.random.key(2), divergence=dd.Hutchinson(n_probes=256, probe=probe),
+                              prior_log_prob=prior)
         assert jnp.all(est.stderr > 0)
         # the PF-ODE itself is exact to solver tolerance (float32: a few 1e-3); the probes add honest noise
         assert_agrees(est.value, est.stderr, truth, dof=255, atol=5e-3, what=probe)
@@ -51,10 +52,10 @@ def test_sample_log_prob_matches_density(x64):
     sde = dd.VPSDE()
     mix = dd.random_mixture(jax.random.key(3), 2, 2)
     p = mix.diffuse(sde)
-    s = dd.ode_sample(p.score, sde, jax.random.key(0), (4, 2), rtol=1e-8, atol=1e-8)
+    s = dd.ode_sample(p.score, sde, jax.random.key(0), (4, 2), solve=dd.SolveOptions(rtol=1e-8, atol=1e-8))
     assert isinstance(s, dd.Samples) and s.nfe.shape == (4,)
     # sampled from the standard-normal prior, not p_T: compare with the change of variables, which ode_encode inverts
-    enc = dd.ode_encode(p.score, sde, s.x, rtol=1e-8, atol=1e-8)
+    enc = dd.ode_encode(p.score, sde, s.x, solve=dd.SolveOptions(rtol=1e-8, atol=1e-8))
     assert isinstance(enc, dd.Encoding)
     np.testing.assert_allclose(s.log_prob, sde.prior_log_prob(enc.x_T) + enc.delta, atol=1e-5)
 
@@ -62,8 +63,8 @@ def test_sample_log_prob_matches_density(x64):
 def test_deterministic_given_key():
     sde = dd.VPSDE()
     p, x, prior = _setup(sde, 3, n=2)
-    a = dd.ode_log_prob(p.score, sde, x, key=jax.random.key(5), divergence="hutchinson", n_probes=4)
-    b = dd.ode_log_prob(p.score, sde, x, key=jax.random.key(5), divergence="hutchinson", n_probes=4)
+    a = dd.ode_log_prob(p.score, sde, x, key=jax.random.key(5), divergence=dd.Hutchinson(n_probes=4))
+    b = dd.ode_log_prob(p.score, sde, x, key=jax.random.key(5), divergence=dd.Hutchinson(n_probes=4))
     np.testing.assert_array_equal(a.value, b.value)
 
 
@@ -71,14 +72,18 @@ def test_max_steps_reported():
     sde = dd.VPSDE()
     p, x, _ = _setup(sde, 2, n=2)
     with pytest.raises(RuntimeError, match="max_steps"):
-        dd.ode_log_prob(p.score, sde, x, max_steps=3)
+        dd.ode_log_prob(p.score, sde, x, solve=dd.SolveOptions(max_steps=3))
 
 
 @pytest.mark.parametrize("solver", [diffrax.Tsit5(), diffrax.Heun(), diffrax.Dopri5()], ids=lambda s: type(s).__name__)
-@pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
+@pytest.mark.parametrize("divergence", ["exact", dd.Hutchinson(n_probes=3)], ids=["exact", "hutchinson3"])
 def test_nfe_counts_score_evaluations(solver, divergence):
     """The reported NFE equals the number of score evaluations the solve actually made, for any explicit solver
-    (counted with a host callback inside the score; one point, so no vmap lanes are counted)."""
+    (counted with a host callback inside the score; one point, so no vmap lanes are counted). The flow runs through
+    the front door without its probe times, so only the solve's evaluations are counted."""
+    from diffdens._engine import front_door
+    from diffdens.options import check_divergence
+
     sde = dd.VPSDE()
     p, x, _ = _setup(sde, 2, n=1)
     calls = [0]
@@ -90,15 +95,23 @@ def test_nfe_counts_score_evaluations(solver, divergence):
         jax.debug.callback(bump)
         return p.score(y, t)
 
-    opts = dd.flow.check_solve_options(1e-4, 1e-4, 4096, solver)
-    keys = None if divergence == "exact" else jax.random.split(jax.random.key(0), 1)
-    res, nfe = dd.flow.run_flow(counted, sde, x, keys, 1e-5, sde.T, opts, kind="pf", divergence=divergence,
-                                n_probes=3)
+    solve = dd.SolveOptions(rtol=1e-4, atol=1e-4, solver=solver)
+    hutch = check_divergence(divergence)
+    front = front_door(counted, sde, x, key=jax.random.key(0), times=None)
+    keys = None if hutch is None else front.point_keys()
+    res, nfe = dd.flow.run_flow(front, sde, front.x, keys, 1e-5, sde.T, solve, kind="pf", hutchinson=hutch)
     jax.effects_barrier()
     assert int(nfe[0]) == calls[0] > 0
-    est = dd.ode_log_prob(p.score, sde, x, solver=solver, rtol=1e-4, atol=1e-4, key=jax.random.key(0),
-                          divergence=divergence, n_probes=3)
+    est = dd.ode_log_prob(p.score, sde, x, solve=solve, key=jax.random.key(0), divergence=divergence)
     np.testing.assert_array_equal(est.nfe, nfe)
+
+
+def test_nfe_none_for_implicit_solver():
+    sde = dd.VPSDE()
+    p, x, _ = _setup(sde, 2, n=1)
+    est = dd.ode_log_prob(p.score, sde, x, solve=dd.SolveOptions(rtol=1e-3, atol=1e-3, solver=diffrax.Kvaerno3()))
+    assert est.nfe is None
+    np.testing.assert_allclose(est.value, p.log_prob(x, 1e-5), atol=3e-2)
 
 
 def test_nan_score_blames_the_score_not_max_steps():
@@ -126,12 +139,24 @@ def test_bad_input():
         dd.ode_log_prob(p.score, sde, x, t0=1.5)
     with pytest.raises(ValueError, match="divergence"):
         dd.ode_log_prob(p.score, sde, x, divergence="skilling")
-    with pytest.raises(ValueError, match="probe"):
-        dd.ode_log_prob(p.score, sde, x, key=jax.random.key(0), divergence="hutchinson", probe="sphere")
-    with pytest.raises(ValueError, match="rtol"):
-        dd.ode_log_prob(p.score, sde, x, rtol=0.0)
-    with pytest.raises(ValueError, match="atol"):
-        dd.ode_log_prob(p.score, sde, x, atol=-1.0)
+    with pytest.raises(ValueError, match="divergence.probe"):
+        dd.ode_log_prob(p.score, sde, x, key=jax.random.key(0), divergence=dd.Hutchinson(probe="sphere"))
+    with pytest.raises(ValueError, match="divergence.n_probes"):
+        dd.ode_log_prob(p.score, sde, x, key=jax.random.key(0), divergence=dd.Hutchinson(n_probes=0))
+    with pytest.raises(ValueError, match="solve.rtol"):
+        dd.ode_log_prob(p.score, sde, x, solve=dd.SolveOptions(rtol=0.0))
+    with pytest.raises(ValueError, match="solve.atol"):
+        dd.ode_log_prob(p.score, sde, x, solve=dd.SolveOptions(atol=-1.0))
+    with pytest.raises(ValueError, match="solve.max_steps"):
+        dd.ode_log_prob(p.score, sde, x, solve=dd.SolveOptions(max_steps=0))
+    with pytest.raises(TypeError, match="solve.solver"):
+        dd.ode_log_prob(p.score, sde, x, solve=dd.SolveOptions(solver=diffrax.Euler()))
+    with pytest.raises(TypeError, match="solve"):
+        dd.ode_log_prob(p.score, sde, x, solve={"rtol": 1e-3})
+    with pytest.raises(TypeError):
+        dd.ode_log_prob(p.score, sde, x, rtol=1e-3)  # the old keyword is gone
+    with pytest.raises(ValueError, match="prior_log_prob"):
+        dd.ode_log_prob(p.score, sde, x, prior_log_prob=lambda y: jnp.zeros(3))
     with pytest.raises(ValueError, match="key"):
         dd.ode_log_prob(p.score, sde, x, divergence="hutchinson")
     with pytest.raises(ValueError, match="shape"):

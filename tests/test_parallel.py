@@ -40,8 +40,9 @@ SCRIPT = textwrap.dedent(
     p = MIX.diffuse(sde)
     key = jax.random.key(1)
     cases = {"inline": (smoothed, {})}
-    opt = {"ode_log_prob": dict(rtol=1e-4, atol=1e-4),
-           "ode_log_prob_hutchinson": dict(divergence="hutchinson", n_probes=2, rtol=1e-4, atol=1e-4),
+    solve = dd.SolveOptions(rtol=1e-4, atol=1e-4)
+    opt = {"ode_log_prob": dict(solve=solve),
+           "ode_log_prob_hutchinson": dict(divergence=dd.Hutchinson(n_probes=2), solve=solve),
            "elbo": dict(n_times=64), "path_integral_log_prob": dict(n_throws=256)}
     for name, kw in opt.items():
         fn = getattr(dd, name.replace("_hutchinson", ""), None)

@@ -51,7 +51,8 @@ def test_exact_mixture_pf_ode_and_elbo(sde, x64):
     x = mix.sample(jax.random.key(1), 3)
     prior = lambda y: p.log_prob(y, sde.T)
     t0 = 1e-5 * sde.T
-    est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior, rtol=1e-8, atol=1e-8, t0=t0)
+    est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior, solve=dd.SolveOptions(rtol=1e-8, atol=1e-8),
+                          t0=t0)
     np.testing.assert_allclose(est.value, p.log_prob(x, t0), atol=1e-5)
     e = dd.elbo(p.score, sde, x, key=jax.random.key(2), n_times=2000, divergence="exact", prior_log_prob=prior, t0=t0)
     assert_agrees(e.value, e.stderr, mix.log_prob(x), dof=1999, atol=1e-3, what=f"elbo on {sde}")
