@@ -107,7 +107,7 @@ def _stored_sde(sde_cfg, path, *, sde, trust_code):
                          "sde=...)), or trust_code=True only for a file from a trusted source (unsafe for untrusted "
                          "files: a forged checkpoint can name any module or function)")
     try:
-        return sde_from_config(sde_cfg)
+        return sde_from_config(sde_cfg, trust_code=trust_code)
     except (TypeError, ValueError, KeyError, AttributeError, ImportError) as e:
         raise ValueError(f"{path}: cannot rebuild the checkpoint's SDE {sde_cfg} ({type(e).__name__}: {e})") from e
 

@@ -149,7 +149,7 @@ def test_forward_sample_compiles_once_and_moments():
 def test_sde_config_round_trip(sde):
     from diffdens.sde import sde_config, sde_from_config
 
-    assert sde_from_config(sde_config(sde)) == sde
+    assert sde_from_config(sde_config(sde), trust_code=True) == sde
 
 
 def test_lambda_schedule_not_serializable():
@@ -158,3 +158,19 @@ def test_lambda_schedule_not_serializable():
     sde = dd.LinearSDE.from_schedule(lambda t: jnp.exp(-t), my_sigma, T=1.0)
     with pytest.raises(ValueError, match="sde"):
         sde_config(sde)
+
+
+def test_custom_sde_config_imports_nothing_without_trust_code(tmp_path, monkeypatch):
+    """A stored CustomSDE names functions to import: rebuilding it without trust_code raises before any import."""
+    from diffdens.sde import sde_from_config
+
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_schedule.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef a(t):\n    return t\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = {"class": "CustomSDE", "alpha": "evil_schedule:a", "sigma": "evil_schedule:a", "T": 1.0, "name": "x",
+           "prior_std": 1.0}
+    with pytest.raises(ValueError, match="trust_code"):
+        sde_from_config(cfg)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="module:qualname"):
+        sde_from_config({**cfg, "alpha": "os.system"}, trust_code=True)

@@ -11,7 +11,6 @@ Song et al. (2021), *Score-Based Generative Modeling through SDEs* (eqs. 10-11, 
 * :mod:`.simulate`: :func:`forward_sample` (Euler-Maruyama).
 """
 
-from pathlib import Path as _Path
 
 from .base import LinearSDE, Scalar, check_sde
 from .closed_form import SubVPSDE, VESDE, VPSDE, _LinearBetaSDE, _vp_beta_integral, _vp_time_from_integral
@@ -20,7 +19,6 @@ from .serialization import _SDE_CLASSES, _fn_from_path, _fn_path, sde_config, sd
 from .simulate import _forward_kernel, forward_sample
 
 # the source files of this package (sorted), e.g. for a cache key that must change when any SDE's code does
-SOURCES = tuple(sorted(str(p) for p in _Path(__file__).parent.glob("*.py")))
 
 __all__ = [
     "LinearSDE",

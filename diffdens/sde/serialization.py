@@ -22,6 +22,8 @@ def _fn_path(fn) -> str:
 
 
 def _fn_from_path(path: str):
+    if not isinstance(path, str) or path.count(":") != 1 or not all(path.split(":")):
+        raise ValueError(f"a stored schedule function must be named 'module:qualname', got {path!r}")
     mod, qual = path.split(":")
     obj = importlib.import_module(mod)
     for part in qual.split("."):
@@ -40,11 +42,24 @@ def sde_config(sde: LinearSDE) -> dict:
     return {"class": type(sde).__name__, **dataclasses.asdict(sde)}
 
 
-def sde_from_config(cfg: dict) -> LinearSDE:
-    """The SDE described by :func:`sde_config`'s output; ValueError for an unknown class."""
+def sde_from_config(cfg: dict, *, trust_code: bool = False) -> LinearSDE:
+    """The SDE described by :func:`sde_config`'s output.
+
+    Arguments:
+        cfg: the description.
+        trust_code: a ``CustomSDE`` is stored as the import paths of its schedule functions; rebuilding it imports
+            them and so runs code named by the file. Only with ``trust_code=True`` (unsafe for untrusted input).
+
+    Returns:
+        The :class:`LinearSDE`. ValueError for an unknown class, or a ``CustomSDE`` without ``trust_code``.
+    """
     cfg = dict(cfg)
     name = cfg.pop("class", None)
     if name == "CustomSDE":
+        if not trust_code:
+            raise ValueError("the SDE is a schedule stored as functions to import "
+                             f"({cfg.get('alpha')!r}, {cfg.get('sigma')!r}); rebuilding it runs that code: pass "
+                             "trust_code=True only for a trusted source")
         return LinearSDE.from_schedule(_fn_from_path(cfg["alpha"]), _fn_from_path(cfg["sigma"]), T=cfg["T"],
                                        name=cfg["name"], prior_std=cfg["prior_std"])
     if name not in _SDE_CLASSES:
