@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 import diffdens as dd
-from tests.contract import raises_naming
+from contract import raises_naming
 
 SDE = dd.VPSDE()
 MIX = dd.standard_mixture("2d")

@@ -8,7 +8,7 @@ import pytest
 
 import diffdens as dd
 from diffdens.testing import count_compilations
-from tests.contract import MIX, P, SDE, X, assert_chunked_close, assert_same, check_samples, compiles_once, raises_naming, two_models
+from contract import MIX, P, SDE, X, assert_chunked_close, assert_same, check_samples, compiles_once, raises_naming, two_models
 
 KEY = jax.random.key(0)
 N, D, STEPS = 5, 2, 20
