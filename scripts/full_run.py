@@ -58,8 +58,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BENCHMARKS = ("estimators", "ode_speed", "front_door", "path_integral_speed", "augmented_speed", "train_throughput",
-                      "baselines")
+DEFAULT_BENCHMARKS = ("estimators", "ode_speed", "front_door", "path_integral_speed", "augmented_speed",
+                      "train_throughput", "baselines")
 PROFILES = ("full", "quick")
 BENCH_SIZES = ("auto", "full", "cpu")
 TESTS_ON = ("auto", "cpu", "device")
