@@ -202,7 +202,7 @@ def from_discrete_timesteps(eps_fn: Callable, *, n_steps: int = 1000, beta_start
 
     DDPM's linear schedule beta_i from ``beta_start`` to ``beta_end`` over ``n_steps`` steps is the discretization of
     :class:`~diffdens.VPSDE` with beta_min = n_steps beta_start and beta_max = n_steps beta_end (0.1 and 20 for the
-    defaults, Song et al. 2021 eq. 10) at t = i / n_steps. The network is called as eps_fn(x, t (n_steps - 1)), the
+    defaults, Song et al. 2021a, eq. 10) at t = i / n_steps. The network is called as eps_fn(x, t (n_steps - 1)), the
     convention of Song et al.'s released code for DDPM checkpoints (a float timestep; ``round_t=True`` rounds it to
     the nearest integer for models that only accept trained integer steps, at the cost of a piecewise-constant score).
     """

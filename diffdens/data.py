@@ -1,4 +1,4 @@
-"""Discrete data: uniform dequantization and bits per dimension (``002_f66275a1c9cf2a92.txt`` Sec. 5.2, eq. 13).
+"""Discrete data: uniform dequantization and bits per dimension (Song et al. 2021b, Sec. 5.2, eq. 13).
 
 Integer data k in {0, ..., levels-1}^D on ``data_range`` = (a, b) is mapped to bins of width
 Delta = (b - a) / levels: y = a + (k + u) Delta with u ~ U[0, 1)^D. By Jensen,

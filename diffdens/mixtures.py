@@ -184,10 +184,10 @@ def standard_mixture(name: str) -> GaussianMixture:
     """The named test-bed mixtures used across the book.
 
     * ``"2d"``: three components in D=2 (chapter 1's running example).
-    * ``"9d"``: six components in D=9, the setting of ``000_8c59016f91bb37e4.txt`` Fig. 1 and Sec. 4 (the paper does
+    * ``"9d"``: six components in D=9, the setting of Premkumar 2024, Fig. 1 and Sec. 4 (the paper does
       not publish its parameters; ours are drawn once from a fixed key with :func:`random_mixture`).
     * ``"four"``: four isotropic components in D=2 on the corners of a square, the bottom-left one the heaviest, the
-      setting of ``004_720dbaeb92b913c7.txt`` Fig. 6 (parameters not published; ours: means (+-2, +-2), weights
+      setting of Karczewski et al. 2025, Fig. 6 (parameters not published; ours: means (+-2, +-2), weights
       0.4 bottom-left and 0.2 elsewhere, covariance 0.3 I).
     """
     if name == "2d":

@@ -1,6 +1,6 @@
 """Where the density is highest: the mode of the denoising distribution p(x_s | x_t).
 
-``004_720dbaeb92b913c7.txt`` (Karczewski et al., *Diffusion models as cartoonists*) Sec. 4:
+Karczewski et al. 2025 (*Diffusion models as cartoonists*), Sec. 4:
 
 * Thm. 5, eq. 16 (proof App. H): the mode y_s of p(x_s | x_t), when it moves smoothly, solves
   dy/ds = f y - g^2 s(y, s) - g^2/2 A^{-1} grad Laplacian log p_s(y), A = Hessian log p_s - psi(s) I.
@@ -36,7 +36,7 @@ SAMPLERS = ("ode", "sde")
 
 # --- the denoising distribution -------------------------------------------------------------------------------
 def transition_coefficients(sde: LinearSDE, s, t):
-    """(f~, g~^2) with p(x_t | x_s) = N(f~ x_s, g~^2 I) for s < t (``004_720dbaeb92b913c7.txt`` eq. 94):
+    """(f~, g~^2) with p(x_t | x_s) = N(f~ x_s, g~^2 I) for s < t (Karczewski et al. 2025, eq. 94):
     f~ = alpha_t / alpha_s, g~^2 = sigma_t^2 - f~^2 sigma_s^2 = sigma_t^2 (1 - e^{lambda_t - lambda_s})."""
     a_s, _ = sde.marginal(s)
     a_t, sig_t = sde.marginal(t)

@@ -1,18 +1,18 @@
 """Score networks (flax.nnx): an MLP with Gaussian random Fourier features of x and t.
 
-The architecture of ``000_8c59016f91bb37e4.txt`` Sec. 4 (an MLP with Gaussian random-feature embeddings of x and t).
+The architecture of Premkumar 2024, Sec. 4 (an MLP with Gaussian random-feature embeddings of x and t).
 A :class:`ScoreModel` wraps a network with its SDE and parameterization and exposes ``model.score(x, t)``, a plain
 score callable (one point x of shape (D,), scalar t) that every estimator accepts. Parameterizations of the raw
 output o = net(x, t), all scaled by 1/sigma_t so the network output stays O(1) as t -> 0:
 
 * ``"score"``:    s = o / sigma_t                              (o estimates sigma_t grad log p_t)
-* ``"eps"``:      s = -o / sigma_t                             (o estimates the noise; ``002`` / DDPM)
+* ``"eps"``:      s = -o / sigma_t                             (o estimates the noise; Song et al. 2021b / Ho et al. 2020)
 * ``"x0"``:       x0_hat = c_skip x / alpha_t + c_out o, s = (alpha_t x0_hat - x) / sigma_t^2, with EDM's
   preconditioning (Karras et al. 2022, Table 1, sigma_data = 1) in the scaled noise level r = sigma_t / alpha_t:
   c_skip = 1 / (1 + r^2), c_out = r / sqrt(1 + r^2)
 * ``"velocity"``: v_hat = c_v o with c_v = sqrt(alpha_t'^2 + sigma_t'^2), s = 2 (f x - v_hat) / g^2 (o estimates the
   flow-matching velocity dx_t/dt = alpha_t' x_0 + sigma_t' eps, scaled to O(1))
-* ``"entropy"``:  e = o / sigma_t, s = e + 2 f(t) x / g(t)^2   (``000`` eq. 2.6 / App. A: the control
+* ``"entropy"``:  e = o / sigma_t, s = e + 2 f(t) x / g(t)^2   (Premkumar 2024, eq. 2.6 / App. A: the control
   u = -f x - g^2 e equals the score control f x - g^2 s; for VP e = grad log p_t + x, which vanishes as p_t -> N(0, I))
 
 The conversions are those of :mod:`diffdens.adapters`, so a trained model in any parameterization is a score.
@@ -119,7 +119,7 @@ class ScoreModel:
         return o / sigma + 2 * self.sde.f(t_) * x / self.sde.g2(t_)
 
     def entropy(self, x: Float[Array, " D"], t) -> Float[Array, " D"]:
-        """The entropy-matching field e = s - 2 f x / g^2 (``000`` eq. 2.6), for any parameterization."""
+        """The entropy-matching field e = s - 2 f x / g^2 (Premkumar 2024, eq. 2.6), for any parameterization."""
         t_ = jnp.asarray(t, x.dtype)[..., None]
         return self.score(x, t) - 2 * self.sde.f(t_) * x / self.sde.g2(t_)
 

@@ -1,6 +1,6 @@
 """The probability-flow ODE likelihood (a continuous normalizing flow).
 
-``002_f66275a1c9cf2a92.txt`` eqs. 6-7, ``000_8c59016f91bb37e4.txt`` Sec. 2.2 and App. B: along
+Song et al. 2021b, eqs. 6-7; Premkumar 2024, Sec. 2.2 and App. B: along
 dx/dt = f(t) x - g(t)^2/2 s(x, t), log p_0(x_0) = log p_T(x_T) + int_0^T div(f x - g^2/2 s) dt.
 The solve itself (with the carried log-density, exact or Hutchinson divergence, NFE from diffrax's step counts) is
 :mod:`diffdens.flow`, shared with the HD-ODE.

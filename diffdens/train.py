@@ -1,15 +1,15 @@
 """Fitting a score model by denoising score matching, with the weightings and time sampling of the papers.
 
-``002_f66275a1c9cf2a92.txt`` Table 1 and eq. 12; ``001_4a6883c9517e568d.txt`` Sec. 6.2; ``000_8c59016f91bb37e4.txt``
+Song et al. 2021b, Table 1 and eq. 12; Huang et al. 2021, Sec. 6.2; Premkumar 2024,
 Sec. 4 (each of the N samples "thrown" to n_t fresh random times per epoch). The per-example loss is
 lambda(t)/2 |s(x_t, t) + eps / sigma_t|^2, x_t = alpha_t x_0 + sigma_t eps, with weightings
 
 * ``"song"``: lambda = sigma_t^2, t uniform (the original weighting of Song et al.);
-* ``"likelihood"``: lambda = g(t)^2, t uniform (its time integral bounds -log p, ``002`` Thm. 1);
-* ``"likelihood_is"``: lambda = g(t)^2 with t drawn from p(t) proportional to g^2 / sigma_t^2 (``002`` eq. 12).
+* ``"likelihood"``: lambda = g(t)^2, t uniform (its time integral bounds -log p, Song et al. 2021b, Thm. 1);
+* ``"likelihood_is"``: lambda = g(t)^2 with t drawn from p(t) proportional to g^2 / sigma_t^2 (Song et al. 2021b, eq. 12).
 
 The loss is always computed on the score the model implies, so for every parameterization (``nets``) and every SDE
-(any schedule of :mod:`diffdens.sde`) the likelihood weightings train on the bound of ``002`` Thm. 1 itself. Written
+(any schedule of :mod:`diffdens.sde`) the likelihood weightings train on the bound of Song et al. 2021b, Thm. 1, itself. Written
 in each parameterization's own error, g^2/2 |s_hat - s|^2 is
 
 * ``"score"``: g^2 / 2 |s_hat - s|^2;   ``"eps"``: g^2 / (2 sigma^2) |eps_hat - eps|^2 (DDPM's MSE times
@@ -94,7 +94,7 @@ def fit_score(
 
     Each epoch throws every sample to ``n_throws`` fresh (t, eps) pairs, shuffles, and takes Adam steps (cosine
     decay) on batches of ``batch_size``. ``history["loss"]`` is the mean loss per epoch, an estimate of the weighted
-    DSM objective (for the likelihood weightings: the bound of ``002`` Thm. 1 up to a data constant); ``history["steps"]`` the number
+    DSM objective (for the likelihood weightings: the bound of Song et al. 2021b, Thm. 1, up to a data constant); ``history["steps"]`` the number
     of Adam steps taken (``epochs`` times the batches per epoch). Deterministic
     given ``key``. With ``cache=True`` the model is stored under :func:`~diffdens.checkpoint.cache_dir`, keyed by the
     full config, the data, the whole package source and the library versions

@@ -1,7 +1,7 @@
 """The interface: a linear SDE dx = f(t) x dt + g(t) dW with Gaussian transition kernel.
 
-Song et al. (2021), *Score-Based Generative Modeling through SDEs* (eqs. 10-11, 29), as restated in
-``002_f66275a1c9cf2a92.txt`` Table 1 and ``004_720dbaeb92b913c7.txt`` Sec. 2. For every SDE here
+Song et al. 2021a, *Score-Based Generative Modeling through SDEs* (eqs. 10-11, 29), as restated in
+Song et al. 2021b, Table 1, and Karczewski et al. 2025, Sec. 2. For every SDE here
 p(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I), with alpha_t = exp(int_0^t f) and d sigma_t^2/dt = 2 f sigma_t^2 + g^2.
 The log-SNR lambda(t) = log(alpha_t^2 / sigma_t^2) is strictly decreasing with d lambda/dt = -g^2 / sigma_t^2.
 """

@@ -1,4 +1,4 @@
-"""The SDEs of Song et al. (2021) in closed form (``002_f66275a1c9cf2a92.txt`` Table 1): VP and sub-VP, which share
+"""The SDEs of Song et al. 2021a in closed form (as tabulated in Song et al. 2021b, Table 1): VP and sub-VP, which share
 the linear beta(t) = beta_min + t (beta_max - beta_min) and its integral B(t), and VE."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Any Gaussian noise schedule as a linear SDE, and the presets built on it.
 
 A Gaussian path x_t = alpha(t) x_0 + sigma(t) eps with alpha(0) = 1, sigma(0) = 0 is the transition of the SDE with
-f = d log alpha / dt and g^2 = d sigma^2 / dt - 2 f sigma^2 (``004_720dbaeb92b913c7.txt`` Sec. 2): :class:`ScheduleSDE`
+f = d log alpha / dt and g^2 = d sigma^2 / dt - 2 f sigma^2 (Karczewski et al. 2025, Sec. 2): :class:`ScheduleSDE`
 derives everything from alpha and sigma; :class:`CustomSDE` (what :meth:`LinearSDE.from_schedule` returns) takes them
 as two functions; the presets :class:`CosineVPSDE` (Nichol & Dhariwal 2021), :class:`EDMSDE` (Karras et al. 2022) and
 :class:`RectifiedFlowSDE` (Liu et al. 2023) override the derived coefficients with closed forms.
