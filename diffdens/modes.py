@@ -52,8 +52,21 @@ def inverse_psi(sde: LinearSDE, s, t):
 
 
 def denoising_log_prob(log_prob: Callable, sde: LinearSDE, x_s: Float[Array, "*b D"], s, x_t: Float[Array, " D"], t):
-    """log p(x_s | x_t) = log N(x_t; f~ x_s, g~^2 I) + log p_s(x_s) - log p_t(x_t) (Bayes, eqs. 20 and 94), for
-    s < t, given an exact ``log_prob(x, t)`` (e.g. :meth:`DiffusedMixture.log_prob`). Broadcasts over x_s."""
+    """log p(x_s | x_t) = log N(x_t; f~ x_s, g~^2 I) + log p_s(x_s) - log p_t(x_t) (Bayes; Karczewski et al. 2025,
+    eqs. 20 and 94), for s < t, given an exact log-density.
+
+    Arguments:
+        log_prob: ``log_prob(x, t)`` of p_t, broadcasting over leading axes of x (e.g.
+            :meth:`diffdens.DiffusedMixture.log_prob`).
+        sde: the forward SDE (:class:`diffdens.LinearSDE`).
+        x_s: (..., D) the points at the earlier time s.
+        s: the earlier time, 0 < s < t.
+        x_t: (D,) the conditioning point at time t.
+        t: the later time, t <= T.
+
+    Returns:
+        (...,) log p(x_s | x_t), one value per point of ``x_s``.
+    """
     check_sde(sde)
     if not callable(log_prob):
         raise TypeError(f"log_prob must be a callable log_prob(x, t), got {type(log_prob).__name__}")

@@ -41,7 +41,19 @@ class Fixed(nnx.Variable):
 
 
 class ScoreMLP(nnx.Module):
-    """MLP on [x, sin/cos(2 pi B_x x), sin/cos(2 pi B_t t)] with SiLU activations; output of shape (D,)."""
+    """MLP on [x, t, sin/cos(2 pi B_x x), sin/cos(2 pi B_t t)] with SiLU activations (Premkumar 2024, Sec. 4).
+
+    Called as ``net(x, t)`` with x (..., D) and t (...) it returns the raw output o of shape (..., D).
+
+    Arguments:
+        dim: the dimension D of a point.
+        hidden: the width of each hidden layer.
+        depth: the number of hidden layers.
+        n_features: random Fourier features per input (x and t each).
+        x_scale, t_scale: the standard deviations of the fixed Gaussian frequencies B_x (D, n_features) and
+            B_t (1, n_features).
+        rngs: ``flax.nnx.Rngs`` for the initial parameters and frequencies.
+    """
 
     def __init__(self, dim: int, *, hidden: int = 128, depth: int = 3, n_features: int = 32,
                  x_scale: float = 1.0, t_scale: float = 4.0, rngs: nnx.Rngs):
@@ -72,7 +84,15 @@ class ScoreModel:
 
     A ScoreModel is a pytree (its children are the network's nnx state; the graph definition, SDE,
     parameterization and config are static), so estimators trace its weights: two models of one architecture share
-    one compilation.
+    one compilation. ``model.score(x, t)`` and ``model.entropy(x, t)`` take x (D,) or (..., D) and return the same
+    shape; ``model.raw(x, t)`` is the network output.
+
+    Arguments:
+        net: the network (:class:`ScoreMLP`).
+        sde: the forward SDE (:class:`diffdens.LinearSDE`) the model was trained for.
+        parameterization: what the network output means: ``"score"``, ``"entropy"``, ``"eps"``, ``"x0"`` or
+            ``"velocity"`` (see :mod:`diffdens.nets`).
+        config: the architecture's sizes (dim, hidden, depth, n_features), stored in checkpoints.
     """
 
     def tree_flatten(self):
@@ -147,8 +167,21 @@ def _check_nonnegative_int(value, name: str) -> int:
 
 def init_model(dim: int, sde: LinearSDE, *, key, parameterization: str = "score", hidden: int = 128,
                depth: int = 3, n_features: int = 32) -> ScoreModel:
-    """A freshly initialised :class:`ScoreModel` for points of dimension ``dim``: ``depth`` hidden layers of width
-    ``hidden`` (see :func:`check_net_sizes`), ``n_features`` random Fourier features of x and of t."""
+    """A freshly initialised :class:`ScoreModel` on a :class:`ScoreMLP`.
+
+    Arguments:
+        dim: the dimension D of a point.
+        sde: the forward SDE (:class:`diffdens.LinearSDE`).
+        key: PRNG key of the initial parameters.
+        parameterization: ``"score"``, ``"entropy"``, ``"eps"``, ``"x0"`` or ``"velocity"``.
+        hidden: the width of each hidden layer.
+        depth: the number of hidden layers (0: a linear map of the features).
+        n_features: random Fourier features of x and of t.
+
+    Returns:
+        :class:`ScoreModel` for points of shape (dim,). Bad sizes raise ValueError (TypeError for a non-number)
+        naming the argument (:func:`check_net_sizes`).
+    """
     check_sde(sde)
     check_key(key)
     check_option(parameterization, PARAMETERIZATIONS, "parameterization")

@@ -28,9 +28,15 @@ from .sde import LinearSDE, check_sde
 
 
 class Encoding(NamedTuple):
-    """:func:`ode_encode`'s result: ``x_T`` (n, *event_shape) the end of each PF-ODE path; ``delta`` (n,), or
-    (n, n_probes) for Hutchinson (one estimate per probe), with log p_t0(x) = log p_T(x_T) + delta; ``nfe`` (n,) score
-    evaluations per point (None for a solver without a fixed cost per step, see :class:`diffdens.SolveOptions`)."""
+    """:func:`ode_encode`'s result.
+
+    Fields:
+        x_T: (n, *event_shape) the end of each PF-ODE path.
+        delta: (n,), or (n, n_probes) for Hutchinson (one estimate per probe), with
+            log p_t0(x) = log p_T(x_T) + delta.
+        nfe: (n,) score evaluations per point (None for a solver without a fixed cost per step, see
+            :class:`diffdens.SolveOptions`).
+    """
 
     x_T: Array
     delta: Array
