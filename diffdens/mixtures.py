@@ -183,8 +183,8 @@ def random_mixture(key: PRNGKeyArray, n_components: int, dim: int, *, spread: fl
 
     Arguments:
         key: PRNG key.
-        n_components: K.
-        dim: D.
+        n_components: the number of components K.
+        dim: the dimension D.
         spread: the standard deviation of the means.
         scale: the scale of the covariances.
 
