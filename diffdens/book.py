@@ -17,6 +17,7 @@ import jax
 
 __all__ = ["PROFILES", "device_name", "figure", "pick", "profile", "text"]
 
+#: The run profiles: ``"quick"`` (CI on a CPU) and ``"full"`` (paper scale, meant for a GPU).
 PROFILES = ("quick", "full")
 
 
