@@ -4,9 +4,15 @@ The docstrings write math as plain text (``|s - s*|^2``, ``x (n, *event_shape)``
 well in ``help()``. In reStructuredText ``*`` starts emphasis, ``|`` a substitution and a word ending in ``_`` a
 link, so before napoleon parses the Google-style sections (priority 400 < napoleon's 500) this extension escapes
 those characters outside inline literals (````x````), interpreted text (```x```) and roles (``:func:`x```).
+It also puts the repository root first on ``sys.path``, so the page documents the working tree's ``diffdens`` (not
+an installed copy) whether or not the build sets ``PYTHONPATH``.
 """
 
 import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # ``literal``, :role:`text` or `text` (kept as written)
 _PROTECTED = re.compile(r"``.+?``|:[\w:.+-]+:`[^`]+`|`[^`]+`_{0,2}")
@@ -42,5 +48,7 @@ def escape_docstring(app, what, name, obj, options, lines):
 
 
 def setup(app):
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     app.connect("autodoc-process-docstring", escape_docstring, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
