@@ -212,10 +212,15 @@ def sample_with_log_prob(score: Callable, sde: LinearSDE, key, shape, *, n_steps
 
 
 class ForwardAugmented(NamedTuple):
-    """Output of :func:`augmented_forward`, per point: ``x_T`` (n, *event_shape) the end of the forward path,
-    ``omega`` (n,) the carried omega_T, ``log_prob`` (n,) = prior_log_prob(x_T) - omega_T, a one-path estimate whose
-    mean is a lower bound on log p_0^SDE(x) (equal for the true score; Karczewski et al. 2025, Thm. 4, eqs. 11-12),
-    and ``nfe`` (n,) score evaluations per point (each Jacobian-vector product counted as one)."""
+    """:func:`augmented_forward`'s result, per point (Karczewski et al. 2025, Thm. 4, eqs. 11-12).
+
+    Fields:
+        x_T: (n, *event_shape) the end of the forward path.
+        omega: (n,) the carried omega_T.
+        log_prob: (n,) prior_log_prob(x_T) - omega_T, a one-path estimate whose mean is a lower bound on
+            log p_0^SDE(x) (equal for the true score).
+        nfe: (n,) score evaluations per point (each Jacobian-vector product counted as one).
+    """
 
     x_T: Array
     omega: Float[Array, " n"]
@@ -301,8 +306,14 @@ def augmented_forward(score: Callable, sde: LinearSDE, x: Float[Array, "n *event
 
 
 class BiasDiagnostics(NamedTuple):
-    """Karczewski et al. 2025, eqs. 14-15, each a scalar :class:`diffdens.Estimate` (mean over the samples, its
-    standard error): R = E[r0 - ELBO] >= 0 bounds the bias of both r0 and the ELBO; R^L <= KL(p^SDE || p^ODE) <= R^U."""
+    """:func:`sde_bias_diagnostics`'s result (Karczewski et al. 2025, eqs. 14-15): each field a 0-d
+    :class:`diffdens.Estimate` (mean over the samples, its standard error).
+
+    Fields:
+        R: R = E[r0 - ELBO] >= 0, which bounds the bias of both r0 and the ELBO.
+        R_upper: R^U, an upper bound on KL(p^SDE || p^ODE).
+        R_lower: R^L, a lower bound on KL(p^SDE || p^ODE).
+    """
 
     R: Estimate
     R_upper: Estimate

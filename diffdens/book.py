@@ -17,11 +17,16 @@ import jax
 
 __all__ = ["PROFILES", "device_name", "figure", "pick", "profile", "text"]
 
+#: The run profiles: ``"quick"`` (CI on a CPU) and ``"full"`` (paper scale, meant for a GPU).
 PROFILES = ("quick", "full")
 
 
 def profile() -> str:
-    """The active profile name, ``"quick"`` or ``"full"``."""
+    """The active profile, from ``DIFFDENS_PROFILE`` (unset: ``"full"`` if JAX sees a GPU, else ``"quick"``).
+
+    Returns:
+        ``"quick"`` or ``"full"``; an unknown ``DIFFDENS_PROFILE`` raises ValueError.
+    """
     name = os.environ.get("DIFFDENS_PROFILE", "").strip().lower()
     if not name:
         return "full" if any(d.platform == "gpu" for d in jax.devices()) else "quick"
@@ -31,12 +36,24 @@ def profile() -> str:
 
 
 def pick(*, quick, full):
-    """Return ``quick`` or ``full`` according to the active profile."""
+    """A size by profile, e.g. ``n = pick(quick=2_000, full=50_000)``.
+
+    Arguments:
+        quick: the value in the ``quick`` profile.
+        full: the value in the ``full`` profile.
+
+    Returns:
+        ``quick`` or ``full`` according to :func:`profile`.
+    """
     return quick if profile() == "quick" else full
 
 
 def device_name() -> str:
-    """A short description of the default JAX device, e.g. ``"cpu"`` or ``"NVIDIA H100 80GB HBM3"``."""
+    """A short description of the default JAX device.
+
+    Returns:
+        e.g. ``"cpu"`` or ``"NVIDIA H100 80GB HBM3"``.
+    """
     d = jax.devices()[0]
     return d.platform if d.platform == "cpu" else getattr(d, "device_kind", d.platform)
 
@@ -53,7 +70,15 @@ def _glue(name: str, value, display: bool) -> bool:
 def figure(name: str, fig=None):
     """Glue a matplotlib figure under ``name`` (default: the current one) and close it, so that it appears only
     where the prose places it with ``{glue:figure} name``. Without myst_nb, show it instead (matplotlib and IPython:
-    the ``[book]`` extra)."""
+    the ``[book]`` extra).
+
+    Arguments:
+        name: the glue name.
+        fig: a matplotlib figure (default: the current one).
+
+    Returns:
+        None.
+    """
     import matplotlib.pyplot as plt
 
     fig = plt.gcf() if fig is None else fig
@@ -66,8 +91,15 @@ def figure(name: str, fig=None):
 
 
 def text(name: str, value):
-    """Glue ``value`` (a number or short string) under ``name`` for ``{glue:text}`name:format``` in the prose,
-    without displaying it; returns ``value``."""
+    """Glue ``value`` under ``name`` for ``{glue:text}`name:format``` in the prose, without displaying it.
+
+    Arguments:
+        name: the glue name.
+        value: a number or short string (a numpy or JAX scalar is glued as a Python number).
+
+    Returns:
+        ``value`` (as a Python number where it was a scalar array).
+    """
     try:
         value = value.item()  # numpy / jax scalars glue as plain Python numbers
     except AttributeError:

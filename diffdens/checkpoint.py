@@ -78,7 +78,15 @@ def _umask() -> int:
 
 def save_model(model: ScoreModel, path) -> Path:
     """Write ``model`` (config + parameters) to the single file ``path`` (atomically, and safely when several
-    processes save to one path at once: see :func:`atomic_write`)."""
+    processes save to one path at once: see :func:`atomic_write`).
+
+    Arguments:
+        model: the :class:`~diffdens.ScoreModel` (its SDE must be serializable, else ValueError naming ``sde``).
+        path: the file to write.
+
+    Returns:
+        the ``pathlib.Path`` written.
+    """
     path = Path(path)
     cfg = json.dumps(model_config(model))  # raises ValueError naming sde for an unserializable schedule
     state = jax.tree_util.tree_map(np.asarray, nnx.state(model.net).to_pure_dict())
@@ -126,6 +134,14 @@ def load_model(path, *, sde=None, trust_code: bool = False) -> ScoreModel:
     be positive integers, depth a non-negative one), if it names code to import without ``trust_code``, or if its
     weights do not match the architecture in its config (every leaf must be present with the config's shape and
     dtype; the message names the leaves).
+
+    Arguments:
+        path: the checkpoint file.
+        sde: the SDE the model was trained for; it must equal the stored description, and then nothing is imported.
+        trust_code: allow importing the functions a stored ``CustomSDE`` names (unsafe for untrusted files).
+
+    Returns:
+        the :class:`~diffdens.ScoreModel`.
     """
     if not isinstance(trust_code, (bool, np.bool_)):
         raise TypeError(f"trust_code must be True or False, got {trust_code!r}")

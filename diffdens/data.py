@@ -1,4 +1,4 @@
-"""Discrete data: uniform dequantization and bits per dimension (``002_f66275a1c9cf2a92.txt`` Sec. 5.2, eq. 13).
+"""Discrete data: uniform dequantization and bits per dimension (Song et al. 2021b, Sec. 5.2, eq. 13).
 
 Integer data k in {0, ..., levels-1}^D on ``data_range`` = (a, b) is mapped to bins of width
 Delta = (b - a) / levels: y = a + (k + u) Delta with u ~ U[0, 1)^D. By Jensen,
@@ -27,7 +27,17 @@ def _delta(levels, data_range):
 
 
 def uniform_dequantize(key: PRNGKeyArray, k: Int[Array, "n D"], *, levels: int, data_range=(0.0, 1.0)) -> Float[Array, "n D"]:
-    """Continuous y = a + (k + u) Delta, u ~ U[0, 1), for integer data k in {0, ..., levels-1}."""
+    """Continuous y = a + (k + u) Delta, u ~ U[0, 1), for integer data k in {0, ..., levels-1}.
+
+    Arguments:
+        key: PRNG key of the uniform noise u.
+        k: (n, D) integers in {0, ..., levels - 1}.
+        levels: the number of discrete levels.
+        data_range: (a, b), the interval the levels are mapped to; Delta = (b - a) / levels.
+
+    Returns:
+        (n, D) the dequantized points y.
+    """
     levels, a, delta = _delta(levels, data_range)
     k = jnp.asarray(k)
     if jnp.any(k < 0) or jnp.any(k >= levels):
@@ -37,7 +47,18 @@ def uniform_dequantize(key: PRNGKeyArray, k: Int[Array, "n D"], *, levels: int, 
 
 
 def bits_per_dim(log_prob, dim: int, *, levels: int = 256, data_range=(0.0, 1.0)):
-    """Bits per dimension of discrete data from a continuous log-density of its dequantized values."""
+    """Bits per dimension of discrete data from a continuous log-density of its dequantized values:
+    -(log p(y) + D log Delta) / (D log 2), an upper bound on the discrete NLL in bits.
+
+    Arguments:
+        log_prob: (...,) log p(y) of dequantized points y (e.g. an :class:`diffdens.Estimate`'s ``value``).
+        dim: D, the number of dimensions of a point.
+        levels: the number of discrete levels.
+        data_range: (a, b), as in :func:`uniform_dequantize`.
+
+    Returns:
+        (...,) bits per dimension.
+    """
     dim = check_positive_int(dim, "dim")
     levels, a, delta = _delta(levels, data_range)
     return -(jnp.asarray(log_prob) + dim * math.log(delta)) / (dim * math.log(2.0))

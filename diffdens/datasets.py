@@ -12,8 +12,12 @@ __all__ = ["load_digits"]
 
 
 def load_digits():
-    """scikit-learn's 8x8 digits (shipped with scikit-learn, no download): (k, labels, levels) with k the integer
-    pixel values in {0, ..., 16} of shape (1797, 64) and levels = 17."""
+    """scikit-learn's 8x8 digits (shipped with scikit-learn, no download; needs the ``[book]`` extra).
+
+    Returns:
+        ``(k, labels, levels)``: k (1797, 64) int32 pixel values in {0, ..., 16}, labels (1797,) the digits, and
+        levels = 17.
+    """
     try:
         from sklearn.datasets import load_digits as _load
     except ImportError as e:

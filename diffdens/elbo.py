@@ -221,7 +221,8 @@ def variational_gap(
     the same paths.
 
     Arguments:
-        as :func:`hvae_elbo`; ``inference_drift`` is required.
+        score, sde, x, key, n_layers, n_paths, lam, t0, batch_size: as :func:`hvae_elbo`.
+        inference_drift: the encoder drift b, as :func:`hvae_elbo`'s, but required here.
 
     Returns:
         :class:`diffdens.Estimate` of the gap per point (value (n,), stderr (n,)).

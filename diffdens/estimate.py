@@ -23,9 +23,15 @@ from .sde import LinearSDE
 
 
 class Estimate(NamedTuple):
-    """Per-point result of an estimator: ``value`` (n,); ``stderr`` (n,) its Monte Carlo standard error, or None
-    where the value is exact (up to solver tolerance); ``nfe`` (n,) score evaluations per point, or None.
-    A population estimate (:func:`diffdens.kl_divergence`, :func:`diffdens.entropy`) has 0-d fields."""
+    """Per-point result of an estimator. A population estimate (:func:`diffdens.kl_divergence`,
+    :func:`diffdens.entropy`, :func:`diffdens.weighted_score_error`) has 0-d fields.
+
+    Fields:
+        value: (n,) the estimate per point.
+        stderr: (n,) its Monte Carlo standard error, or None where the value is exact (up to solver tolerance).
+        nfe: (n,) score evaluations per point, or None where nothing is solved or the solver has no fixed cost
+            per step.
+    """
 
     value: Float[Array, " n"]
     stderr: Optional[Float[Array, " n"]] = None
@@ -41,7 +47,13 @@ class Estimate(NamedTuple):
 
 
 class SamplePath(NamedTuple):
-    """A saved trajectory: times ``ts`` (m,), states ``x`` (n, m, D), running log-density ``log_prob`` (n, m)."""
+    """A saved trajectory (:attr:`Samples.path`).
+
+    Fields:
+        ts: (m,) the saved times.
+        x: (n, m, *event_shape) the states at those times.
+        log_prob: (n, m) the running log-density, or None where the sampler does not carry it.
+    """
 
     ts: Float[Array, " m"]
     x: Float[Array, "n m D"]
@@ -49,12 +61,18 @@ class SamplePath(NamedTuple):
 
 
 class Samples(NamedTuple):
-    """What every sampler returns: ``x`` (n, D); ``log_prob`` (n,) the model log-density of each sample where the
-    sampler carries it (else None); ``nfe`` (n,) score evaluations per sample where known (else None).
-    Extra fields, None unless a sampler has them: ``log_prob_stderr`` (n,) when ``log_prob`` is itself an estimate,
-    ``start`` (n, D) the intermediate states a two-stage sampler started from (:func:`hd_sample`'s x_t),
-    ``log_prob_change`` (an :class:`Estimate`, the change of log-density along the last stage), ``path`` a
-    :class:`SamplePath`."""
+    """What every sampler returns. Fields after ``nfe`` are None unless a sampler has them.
+
+    Fields:
+        x: (n, *event_shape) the samples.
+        log_prob: (n,) the model log-density of each sample where the sampler carries it, else None.
+        nfe: (n,) score evaluations per sample where known, else None.
+        log_prob_stderr: (n,) the standard error of ``log_prob`` when it is itself an estimate.
+        start: (n, *event_shape) the intermediate states a two-stage sampler started from
+            (:func:`diffdens.hd_sample`'s x_t).
+        log_prob_change: an :class:`Estimate`, the change of log-density along the last stage.
+        path: a :class:`SamplePath`, where the sampler saves one.
+    """
 
     x: Float[Array, "n D"]
     log_prob: Optional[Float[Array, " n"]] = None
@@ -66,7 +84,18 @@ class Samples(NamedTuple):
 
 
 def make_probes(key: PRNGKeyArray, n_probes: int, dim: int, probe: str = "rademacher", dtype=None):
-    """(n_probes, dim) Hutchinson probes with E[v v^T] = I."""
+    """Hutchinson probes v with E[v v^T] = I.
+
+    Arguments:
+        key: PRNG key.
+        n_probes: the number of probes.
+        dim: the dimension D of each probe.
+        probe: ``"rademacher"`` (entries +-1) or ``"gaussian"`` (standard normal).
+        dtype: the float dtype (default: JAX's default float).
+
+    Returns:
+        (n_probes, dim) array of probes.
+    """
     check_option(probe, PROBES, "probe")
     dtype = dtype or jnp.result_type(float)
     if probe == "rademacher":
@@ -79,9 +108,17 @@ def value_and_divergence(
     x: Float[Array, " D"],
     probes: Optional[Float[Array, "m D"]] = None,
 ):
-    """(fn(x), div) with div = tr(d fn / dx) exactly (probes None), or the Hutchinson estimates v^T J v, one per probe.
+    """A vector field's value and divergence at one point, from one linearization of ``fn`` (exact: D JVPs;
+    Hutchinson: one JVP per probe).
 
-    One linearization of ``fn`` serves the value and all JVPs; exact costs D JVPs, Hutchinson one per probe.
+    Arguments:
+        fn: a map from (D,) to (D,).
+        x: (D,) the point.
+        probes: (m, D) Hutchinson probes (:func:`make_probes`), or None for the exact divergence.
+
+    Returns:
+        ``(fn(x), div)``: (D,) and a scalar tr(d fn / dx) when ``probes`` is None, else (m,) the estimates
+        v^T J v, one per probe.
     """
     y, jvp = jax.linearize(fn, x)
     if probes is None:
@@ -102,8 +139,20 @@ def sample_times(
 ):
     """Times t in [t0, t1] and weights w with  int_{t0}^{t1} h(t) dt  ~  mean(w * h(t)).
 
-    Uniform: w = t1 - t0. Importance sampling: lambda(t) uniform on [lambda(t1), lambda(t0)], so
-    p(t) = g^2 / (sigma_t^2 Z), Z = lambda(t0) - lambda(t1), and w = Z sigma_t^2 / g(t)^2.
+    Uniform: w = t1 - t0. Importance sampling (Song et al. 2021b, eq. 12): the log-SNR lambda(t) uniform on
+    [lambda(t1), lambda(t0)], so p(t) = g^2 / (sigma_t^2 Z), Z = lambda(t0) - lambda(t1), and w = Z sigma_t^2 / g(t)^2.
+
+    Arguments:
+        sde: the forward SDE (:class:`diffdens.LinearSDE`).
+        key: PRNG key.
+        shape: the shape of the returned arrays.
+        t0: the lower end of the time interval.
+        t1: the upper end (default ``sde.T``).
+        importance_sampling: draw from p(t) proportional to g^2 / sigma_t^2 instead of uniformly.
+        dtype: the float dtype (default: JAX's default float).
+
+    Returns:
+        ``(t, w)``, both of shape ``shape``.
     """
     t1 = sde.T if t1 is None else t1
     dtype = dtype or jnp.result_type(float)

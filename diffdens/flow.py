@@ -4,9 +4,9 @@ high-density ODE (:mod:`diffdens.modes`).
 Both flows are dx/dt = f(t) x - c g(t)^2 s(x, t) with the change of log p_t(x_t) along the path carried as a second
 state component (the instantaneous change of variables):
 
-* ``kind="pf"``, c = 1/2 (``002_f66275a1c9cf2a92.txt`` eqs. 6-7): d/dt log p_t(x_t) = -div(f x - g^2/2 s)
+* ``kind="pf"``, c = 1/2 (Song et al. 2021b, eqs. 6-7): d/dt log p_t(x_t) = -div(f x - g^2/2 s)
   = -f D + g^2/2 div s;
-* ``kind="hd"``, c = 1 (``004_720dbaeb92b913c7.txt`` eq. 18 and Lemma 1, eq. 22):
+* ``kind="hd"``, c = 1 (Karczewski et al. 2025, eq. 18 and Lemma 1, eq. 22):
   d/dt log p_t(x_t) = -f D + g^2/2 div s - g^2/2 |s|^2.
 
 The divergence is exact (D Jacobian-vector products) or Hutchinson's (one JVP per fixed probe; ``estimate``).

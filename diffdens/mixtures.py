@@ -32,10 +32,16 @@ def _components_logpdf(x, weights, means, U, var):
 
 @jax.tree_util.register_pytree_node_class
 class GaussianMixture:
-    """sum_k w_k N(m_k, C_k) with full covariances: weights (K,), means (K, D), covs (K, D, D).
+    """p_0 = sum_k w_k N(m_k, C_k) with full covariances, the exact ground truth of the book.
 
     A pytree (its arrays are the children), so a mixture's ``score`` passed to an estimator is traced, not compiled
-    in: two mixtures of the same K and D share one compilation.
+    in: two mixtures of the same K and D share one compilation. Methods: ``log_prob(x)`` (x (..., D) -> (...,)),
+    ``sample(key, n)`` -> (n, D), ``diffuse(sde)`` -> :class:`DiffusedMixture`.
+
+    Arguments:
+        weights: (K,) non-negative, summing to 1.
+        means: (K, D).
+        covs: (K, D, D) symmetric positive definite (eigendecomposed once, here).
     """
 
     _FIELDS = ("weights", "means", "covs", "eigvals", "eigvecs")
@@ -115,8 +121,13 @@ class GaussianMixture:
 class DiffusedMixture:
     """p_t = sum_k w_k N(alpha_t m_k, alpha_t^2 C_k + sigma_t^2 I): exact log p_t, score and samples.
 
-    ``score(x, t)`` follows the package convention (one point x of shape (D,), scalar t) and also broadcasts over
-    leading axes of x.
+    Methods: ``log_prob(x, t)`` (x (..., D) -> (...,)), ``score(x, t)`` (x (..., D) -> (..., D); the package
+    convention on one point x of shape (D,) and scalar t, broadcasting over leading axes of x), ``sample(key, n, t)``
+    -> (n, D). A pytree: the mixture's arrays are traced, the SDE static.
+
+    Arguments:
+        mixture: the :class:`GaussianMixture` p_0.
+        sde: the forward SDE (:class:`diffdens.LinearSDE`).
     """
 
     def __init__(self, mixture: GaussianMixture, sde: LinearSDE):
@@ -168,7 +179,18 @@ class DiffusedMixture:
 
 def random_mixture(key: PRNGKeyArray, n_components: int, dim: int, *, spread: float = 2.0, scale: float = 0.5):
     """A reproducible random mixture: Dirichlet(2) weights, N(0, spread^2) means, covariances A A^T / D + 0.05 I
-    scaled by ``scale``^2 (full, well conditioned)."""
+    scaled by ``scale``^2 (full, well conditioned).
+
+    Arguments:
+        key: PRNG key.
+        n_components: the number of components K.
+        dim: the dimension D.
+        spread: the standard deviation of the means.
+        scale: the scale of the covariances.
+
+    Returns:
+        :class:`GaussianMixture` with K components in D dimensions.
+    """
     n_components = check_positive_int(n_components, "n_components")
     dim = check_positive_int(dim, "dim")
     kw, km, kc = jax.random.split(key, 3)
@@ -184,11 +206,17 @@ def standard_mixture(name: str) -> GaussianMixture:
     """The named test-bed mixtures used across the book.
 
     * ``"2d"``: three components in D=2 (chapter 1's running example).
-    * ``"9d"``: six components in D=9, the setting of ``000_8c59016f91bb37e4.txt`` Fig. 1 and Sec. 4 (the paper does
+    * ``"9d"``: six components in D=9, the setting of Premkumar 2024, Fig. 1 and Sec. 4 (the paper does
       not publish its parameters; ours are drawn once from a fixed key with :func:`random_mixture`).
     * ``"four"``: four isotropic components in D=2 on the corners of a square, the bottom-left one the heaviest, the
-      setting of ``004_720dbaeb92b913c7.txt`` Fig. 6 (parameters not published; ours: means (+-2, +-2), weights
+      setting of Karczewski et al. 2025, Fig. 6 (parameters not published; ours: means (+-2, +-2), weights
       0.4 bottom-left and 0.2 elsewhere, covariance 0.3 I).
+
+    Arguments:
+        name: ``"2d"``, ``"9d"`` or ``"four"``.
+
+    Returns:
+        :class:`GaussianMixture`.
     """
     if name == "2d":
         return GaussianMixture(

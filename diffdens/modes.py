@@ -1,6 +1,6 @@
 """Where the density is highest: the mode of the denoising distribution p(x_s | x_t).
 
-``004_720dbaeb92b913c7.txt`` (Karczewski et al., *Diffusion models as cartoonists*) Sec. 4:
+Karczewski et al. 2025 (*Diffusion models as cartoonists*), Sec. 4:
 
 * Thm. 5, eq. 16 (proof App. H): the mode y_s of p(x_s | x_t), when it moves smoothly, solves
   dy/ds = f y - g^2 s(y, s) - g^2/2 A^{-1} grad Laplacian log p_s(y), A = Hessian log p_s - psi(s) I.
@@ -36,7 +36,7 @@ SAMPLERS = ("ode", "sde")
 
 # --- the denoising distribution -------------------------------------------------------------------------------
 def transition_coefficients(sde: LinearSDE, s, t):
-    """(f~, g~^2) with p(x_t | x_s) = N(f~ x_s, g~^2 I) for s < t (``004_720dbaeb92b913c7.txt`` eq. 94):
+    """(f~, g~^2) with p(x_t | x_s) = N(f~ x_s, g~^2 I) for s < t (Karczewski et al. 2025, eq. 94):
     f~ = alpha_t / alpha_s, g~^2 = sigma_t^2 - f~^2 sigma_s^2 = sigma_t^2 (1 - e^{lambda_t - lambda_s})."""
     a_s, _ = sde.marginal(s)
     a_t, sig_t = sde.marginal(t)
@@ -52,8 +52,21 @@ def inverse_psi(sde: LinearSDE, s, t):
 
 
 def denoising_log_prob(log_prob: Callable, sde: LinearSDE, x_s: Float[Array, "*b D"], s, x_t: Float[Array, " D"], t):
-    """log p(x_s | x_t) = log N(x_t; f~ x_s, g~^2 I) + log p_s(x_s) - log p_t(x_t) (Bayes, eqs. 20 and 94), for
-    s < t, given an exact ``log_prob(x, t)`` (e.g. :meth:`DiffusedMixture.log_prob`). Broadcasts over x_s."""
+    """log p(x_s | x_t) = log N(x_t; f~ x_s, g~^2 I) + log p_s(x_s) - log p_t(x_t) (Bayes; Karczewski et al. 2025,
+    eqs. 20 and 94), for s < t, given an exact log-density.
+
+    Arguments:
+        log_prob: ``log_prob(x, t)`` of p_t, broadcasting over leading axes of x (e.g.
+            :meth:`diffdens.DiffusedMixture.log_prob`).
+        sde: the forward SDE (:class:`diffdens.LinearSDE`).
+        x_s: (..., D) the points at the earlier time s.
+        s: the earlier time, 0 < s < t.
+        x_t: (D,) the conditioning point at time t.
+        t: the later time, t <= T.
+
+    Returns:
+        (...,) log p(x_s | x_t), one value per point of ``x_s``.
+    """
     check_sde(sde)
     if not callable(log_prob):
         raise TypeError(f"log_prob must be a callable log_prob(x, t), got {type(log_prob).__name__}")

@@ -1,18 +1,18 @@
 """Score networks (flax.nnx): an MLP with Gaussian random Fourier features of x and t.
 
-The architecture of ``000_8c59016f91bb37e4.txt`` Sec. 4 (an MLP with Gaussian random-feature embeddings of x and t).
+The architecture of Premkumar 2024, Sec. 4 (an MLP with Gaussian random-feature embeddings of x and t).
 A :class:`ScoreModel` wraps a network with its SDE and parameterization and exposes ``model.score(x, t)``, a plain
 score callable (one point x of shape (D,), scalar t) that every estimator accepts. Parameterizations of the raw
 output o = net(x, t), all scaled by 1/sigma_t so the network output stays O(1) as t -> 0:
 
 * ``"score"``:    s = o / sigma_t                              (o estimates sigma_t grad log p_t)
-* ``"eps"``:      s = -o / sigma_t                             (o estimates the noise; ``002`` / DDPM)
+* ``"eps"``:      s = -o / sigma_t                             (o estimates the noise; Song et al. 2021b / Ho et al. 2020)
 * ``"x0"``:       x0_hat = c_skip x / alpha_t + c_out o, s = (alpha_t x0_hat - x) / sigma_t^2, with EDM's
   preconditioning (Karras et al. 2022, Table 1, sigma_data = 1) in the scaled noise level r = sigma_t / alpha_t:
   c_skip = 1 / (1 + r^2), c_out = r / sqrt(1 + r^2)
 * ``"velocity"``: v_hat = c_v o with c_v = sqrt(alpha_t'^2 + sigma_t'^2), s = 2 (f x - v_hat) / g^2 (o estimates the
   flow-matching velocity dx_t/dt = alpha_t' x_0 + sigma_t' eps, scaled to O(1))
-* ``"entropy"``:  e = o / sigma_t, s = e + 2 f(t) x / g(t)^2   (``000`` eq. 2.6 / App. A: the control
+* ``"entropy"``:  e = o / sigma_t, s = e + 2 f(t) x / g(t)^2   (Premkumar 2024, eq. 2.6 / App. A: the control
   u = -f x - g^2 e equals the score control f x - g^2 s; for VP e = grad log p_t + x, which vanishes as p_t -> N(0, I))
 
 The conversions are those of :mod:`diffdens.adapters`, so a trained model in any parameterization is a score.
@@ -41,7 +41,19 @@ class Fixed(nnx.Variable):
 
 
 class ScoreMLP(nnx.Module):
-    """MLP on [x, sin/cos(2 pi B_x x), sin/cos(2 pi B_t t)] with SiLU activations; output of shape (D,)."""
+    """MLP on [x, t, sin/cos(2 pi B_x x), sin/cos(2 pi B_t t)] with SiLU activations (Premkumar 2024, Sec. 4).
+
+    Called as ``net(x, t)`` with x (..., D) and t (...) it returns the raw output o of shape (..., D).
+
+    Arguments:
+        dim: the dimension D of a point.
+        hidden: the width of each hidden layer.
+        depth: the number of hidden layers.
+        n_features: random Fourier features per input (x and t each).
+        x_scale, t_scale: the standard deviations of the fixed Gaussian frequencies B_x (D, n_features) and
+            B_t (1, n_features).
+        rngs: ``flax.nnx.Rngs`` for the initial parameters and frequencies.
+    """
 
     def __init__(self, dim: int, *, hidden: int = 128, depth: int = 3, n_features: int = 32,
                  x_scale: float = 1.0, t_scale: float = 4.0, rngs: nnx.Rngs):
@@ -72,7 +84,15 @@ class ScoreModel:
 
     A ScoreModel is a pytree (its children are the network's nnx state; the graph definition, SDE,
     parameterization and config are static), so estimators trace its weights: two models of one architecture share
-    one compilation.
+    one compilation. ``model.score(x, t)`` and ``model.entropy(x, t)`` take x (D,) or (..., D) and return the same
+    shape; ``model.raw(x, t)`` is the network output.
+
+    Arguments:
+        net: the network (:class:`ScoreMLP`).
+        sde: the forward SDE (:class:`diffdens.LinearSDE`) the model was trained for.
+        parameterization: what the network output means: ``"score"``, ``"entropy"``, ``"eps"``, ``"x0"`` or
+            ``"velocity"`` (see :mod:`diffdens.nets`).
+        config: the architecture's sizes (dim, hidden, depth, n_features), stored in checkpoints.
     """
 
     def tree_flatten(self):
@@ -119,7 +139,7 @@ class ScoreModel:
         return o / sigma + 2 * self.sde.f(t_) * x / self.sde.g2(t_)
 
     def entropy(self, x: Float[Array, " D"], t) -> Float[Array, " D"]:
-        """The entropy-matching field e = s - 2 f x / g^2 (``000`` eq. 2.6), for any parameterization."""
+        """The entropy-matching field e = s - 2 f x / g^2 (Premkumar 2024, eq. 2.6), for any parameterization."""
         t_ = jnp.asarray(t, x.dtype)[..., None]
         return self.score(x, t) - 2 * self.sde.f(t_) * x / self.sde.g2(t_)
 
@@ -147,8 +167,21 @@ def _check_nonnegative_int(value, name: str) -> int:
 
 def init_model(dim: int, sde: LinearSDE, *, key, parameterization: str = "score", hidden: int = 128,
                depth: int = 3, n_features: int = 32) -> ScoreModel:
-    """A freshly initialised :class:`ScoreModel` for points of dimension ``dim``: ``depth`` hidden layers of width
-    ``hidden`` (see :func:`check_net_sizes`), ``n_features`` random Fourier features of x and of t."""
+    """A freshly initialised :class:`ScoreModel` on a :class:`ScoreMLP`.
+
+    Arguments:
+        dim: the dimension D of a point.
+        sde: the forward SDE (:class:`diffdens.LinearSDE`).
+        key: PRNG key of the initial parameters.
+        parameterization: ``"score"``, ``"entropy"``, ``"eps"``, ``"x0"`` or ``"velocity"``.
+        hidden: the width of each hidden layer.
+        depth: the number of hidden layers (0: a linear map of the features).
+        n_features: random Fourier features of x and of t.
+
+    Returns:
+        :class:`ScoreModel` for points of shape (dim,). Bad sizes raise ValueError (TypeError for a non-number)
+        naming the argument (:func:`check_net_sizes`).
+    """
     check_sde(sde)
     check_key(key)
     check_option(parameterization, PARAMETERIZATIONS, "parameterization")

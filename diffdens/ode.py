@@ -1,6 +1,6 @@
 """The probability-flow ODE likelihood (a continuous normalizing flow).
 
-``002_f66275a1c9cf2a92.txt`` eqs. 6-7, ``000_8c59016f91bb37e4.txt`` Sec. 2.2 and App. B: along
+Song et al. 2021b, eqs. 6-7; Premkumar 2024, Sec. 2.2 and App. B: along
 dx/dt = f(t) x - g(t)^2/2 s(x, t), log p_0(x_0) = log p_T(x_T) + int_0^T div(f x - g^2/2 s) dt.
 The solve itself (with the carried log-density, exact or Hutchinson divergence, NFE from diffrax's step counts) is
 :mod:`diffdens.flow`, shared with the HD-ODE.
@@ -28,9 +28,15 @@ from .sde import LinearSDE, check_sde
 
 
 class Encoding(NamedTuple):
-    """:func:`ode_encode`'s result: ``x_T`` (n, *event_shape) the end of each PF-ODE path; ``delta`` (n,), or
-    (n, n_probes) for Hutchinson (one estimate per probe), with log p_t0(x) = log p_T(x_T) + delta; ``nfe`` (n,) score
-    evaluations per point (None for a solver without a fixed cost per step, see :class:`diffdens.SolveOptions`)."""
+    """:func:`ode_encode`'s result.
+
+    Fields:
+        x_T: (n, *event_shape) the end of each PF-ODE path.
+        delta: (n,), or (n, n_probes) for Hutchinson (one estimate per probe), with
+            log p_t0(x) = log p_T(x_T) + delta.
+        nfe: (n,) score evaluations per point (None for a solver without a fixed cost per step, see
+            :class:`diffdens.SolveOptions`).
+    """
 
     x_T: Array
     delta: Array

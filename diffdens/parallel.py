@@ -40,12 +40,19 @@ def _strip(a, n):
 
 
 def shard_points(fn: Callable, *, devices: Optional[Sequence] = None) -> Callable:
-    """Wrap ``fn(score, sde, x, *, key, ...)`` so x (n, D) is split across ``devices`` (default: all visible).
+    """Wrap ``fn(score, sde, x, *, key, ...)`` so x (n, *event_shape) is split across ``devices``.
 
-    Returns a function with ``fn``'s signature whose result (an :class:`Estimate`, or a tuple of per-point arrays
-    such as :func:`diffdens.ode_encode` returns) equals the one-device result up to float noise. With one device it
-    calls ``fn`` unchanged. The wrapper pads n to a multiple of the device count (see the module docstring for why
-    that keeps each point's random key) and strips the padding from every output whose leading axis is n + pad.
+    With one device the wrapper calls ``fn`` unchanged. Otherwise it pads n to a multiple of the device count (see
+    the module docstring for why that keeps each point's random key) and strips the padding from every output whose
+    leading axis is n + pad.
+
+    Arguments:
+        fn: an estimator ``fn(score, sde, x, *, key, ...)`` treating its points independently.
+        devices: the devices of the 1-D mesh ``"points"`` (default: all visible, ``jax.devices()``).
+
+    Returns:
+        a function with ``fn``'s signature whose result (an :class:`Estimate`, or a tuple of per-point arrays such
+        as :func:`diffdens.ode_encode` returns) equals the one-device result up to float noise.
     """
     if not callable(fn):
         raise ValueError(f"fn must be a callable estimator, got {type(fn).__name__}")

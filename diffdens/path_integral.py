@@ -49,7 +49,16 @@ class EntropyFromScore(eqx.Module):
 
 
 def entropy_from_score(score: Callable, sde: LinearSDE) -> Callable:
-    """The entropy-matching field e = s - 2 f(t) x / g(t)^2 of a score s (so both controls of eq. 2.6 coincide)."""
+    """The entropy-matching field e = s - 2 f(t) x / g(t)^2 of a score s, so that both controls of Premkumar 2024,
+    eq. 2.6, coincide (``control="entropy"`` of :func:`path_integral_log_prob`).
+
+    Arguments:
+        score: ``score(x, t)`` on one point and a scalar t.
+        sde: the forward SDE (:class:`diffdens.LinearSDE`).
+
+    Returns:
+        a callable ``e(x, t)`` of the same shapes, a pytree whose arrays (the score's) are traced.
+    """
     check_sde(sde)
     return EntropyFromScore(traced_score(score), sde)
 

@@ -86,7 +86,17 @@ def _check_tol(x, name: str) -> float:
 def critical_value(alpha: float, n: int = 1, dof: Optional[float] = None, *, sides: int = 2) -> float:
     """Critical value c such that the largest of n standardized errors exceeds c with probability <= alpha:
     the normal (or Student-t with ``dof`` degrees of freedom) quantile at 1 - alpha / (sides * n). With ``sides=2``
-    the bound is on max |z_i|; with ``sides=1`` on max z_i. Bonferroni: no independence between points needed."""
+    the bound is on max |z_i|; with ``sides=1`` on max z_i. Bonferroni: no independence between points needed.
+
+    Arguments:
+        alpha: the false-alarm level in (0, 1).
+        n: the number of points.
+        dof: Student-t degrees of freedom (None or inf: normal).
+        sides: 2 (bound on |z|) or 1 (bound on z).
+
+    Returns:
+        the critical value c, a float.
+    """
     alpha = _check_alpha(alpha)
     if sides not in (1, 2):
         raise ValueError(f"sides must be 1 or 2, got {sides}")
@@ -156,7 +166,19 @@ def _agrees_tol(v, s, t, dof, alpha, atol, rtol):
 @_quiet
 def agrees(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol: float = 0.0, rtol: float = 0.0):
     """Boolean form of :func:`assert_agrees`, over the last axis (points); leading axes are independent replicates.
-    True where every point satisfies |value - truth| <= c stderr + atol + rtol |truth|."""
+    True where every point satisfies |value - truth| <= c stderr + atol + rtol |truth|.
+
+    Arguments:
+        value: the estimates, any shape.
+        stderr: their standard errors (broadcast against ``value``), or None for exact values.
+        truth: the true values (broadcast against ``value``).
+        dof: degrees of freedom of each stderr (m - 1 for m draws), scalar or per point; None for a normal reference.
+        alpha: the false-alarm level in (0, 1).
+        atol, rtol: absolute and relative tolerances added to the margin.
+
+    Returns:
+        a boolean array of the leading (replicate) shape; a 0-d one for 1-d inputs.
+    """
     alpha, atol, rtol = _check_alpha(alpha), _check_tol(atol, "atol"), _check_tol(rtol, "rtol")
     v, s, t = _prepare(value, stderr, truth)
     _, tol = _agrees_tol(v, s, t, dof, alpha, atol, rtol)
@@ -169,7 +191,20 @@ def assert_agrees(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol: 
     c the Bonferroni critical value for n points (:func:`critical_value`; ``dof=m - 1`` when each stderr comes from
     m draws, a scalar or one per point). False alarm <= alpha for unbiased estimates with honest stderrs, at any n.
     ``stderr=None`` (an exact value) compares within atol + rtol |truth| only. value, stderr and truth broadcast
-    elementwise and may have any shape: every entry is a point (n = the number of entries)."""
+    elementwise and may have any shape: every entry is a point (n = the number of entries).
+
+    Arguments:
+        value: the estimates, any shape.
+        stderr: their standard errors (broadcast against ``value``), or None for exact values.
+        truth: the true values (broadcast against ``value``).
+        dof: degrees of freedom of each stderr (m - 1 for m draws), scalar or per point; None for a normal reference.
+        alpha: the false-alarm level in (0, 1).
+        atol, rtol: absolute and relative tolerances added to the margin.
+        what: the name used in the assertion message.
+
+    Returns:
+        None; raises AssertionError naming the points that disagree (or any non-finite entry).
+    """
     alpha, atol, rtol = _check_alpha(alpha), _check_tol(atol, "atol"), _check_tol(rtol, "rtol")
     v, s, t, dof = _prepare_flat(value, stderr, truth, dof)
     _check_finite(v, s, t, what)
@@ -221,7 +256,19 @@ def _pooled(v, s, t, stderr_given, dof):
 
 @_quiet
 def unbiased(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol: float = 0.0):
-    """Boolean form of :func:`assert_unbiased` over the last axis (points)."""
+    """Boolean form of :func:`assert_unbiased` over the last axis (points).
+
+    Arguments:
+        value: the estimates, any shape.
+        stderr: their standard errors (broadcast against ``value``), or None for exact values.
+        truth: the true values (broadcast against ``value``).
+        dof: degrees of freedom of each stderr (m - 1 for m draws), scalar or per point; None for a normal reference.
+        alpha: the false-alarm level in (0, 1).
+        atol: an allowed bias.
+
+    Returns:
+        a boolean array of the leading (replicate) shape.
+    """
     alpha, atol = _check_alpha(alpha), _check_tol(atol, "atol")
     v, s, t = _prepare(value, stderr, truth)
     mean, se, k = _pooled(v, s, t, stderr is not None, dof)
@@ -236,7 +283,20 @@ def assert_unbiased(value, stderr, truth, *, dof=None, alpha: float = 1e-3, atol
     (two-sided, false alarm <= alpha; its power grows with n). ``dof`` (scalar or per point) when the stderrs come
     from few draws: the pooled degrees of freedom follow Welch-Satterthwaite. Without ``stderr`` the standard error
     comes from the spread of the errors over the points (t with n - 1 dof). ``atol`` is an allowed bias. Inputs of
-    any shape are flattened (every entry a point)."""
+    any shape are flattened (every entry a point).
+
+    Arguments:
+        value: the estimates, any shape.
+        stderr: their standard errors (broadcast against ``value``), or None for exact values.
+        truth: the true values (broadcast against ``value``).
+        dof: degrees of freedom of each stderr (m - 1 for m draws), scalar or per point; None for a normal reference.
+        alpha: the false-alarm level in (0, 1).
+        atol: an allowed bias.
+        what: the name used in the assertion message.
+
+    Returns:
+        None; raises AssertionError when the mean error is significant.
+    """
     alpha, atol = _check_alpha(alpha), _check_tol(atol, "atol")
     v, s, t, dof = _prepare_flat(value, stderr, truth, dof)
     _check_finite(v, s, t, what)
@@ -272,7 +332,14 @@ def _bound_margin(gap, s, n, stderr_given, alpha):
 
 @_quiet
 def bound_holds(lower, truth, stderr=None, *, upper: bool = False, alpha: float = 1e-3, atol: float = 0.0):
-    """Boolean form of :func:`assert_bound` over the last axis (points)."""
+    """Boolean form of :func:`assert_bound` over the last axis (points).
+
+    Arguments:
+        lower, truth, stderr, upper, alpha, atol: as :func:`assert_bound`.
+
+    Returns:
+        a boolean array of the leading (replicate) shape.
+    """
     alpha, atol = _check_alpha(alpha), _check_tol(atol, "atol")
     lo, t, s, gap, n = _bound_stats(lower, truth, stderr, upper)
     margin = _bound_margin(gap, s, n, stderr is not None, alpha)
@@ -286,7 +353,20 @@ def assert_bound(lower, truth, stderr=None, *, upper: bool = False, alpha: float
     one-sided with false alarm <= alpha when the bound is tight (mean gap 0) and less when it is strict. The standard
     error comes from the spread of the gaps over the points (t, n - 1 dof) and, when ``stderr`` is given, from the
     Monte Carlo stderrs; the larger margin is used. ``upper=True``: ``lower`` is an upper bound (value >= truth).
-    Inputs of any shape are flattened (every entry a point)."""
+    Inputs of any shape are flattened (every entry a point).
+
+    Arguments:
+        lower: the bound's values, any shape.
+        truth: the true values (broadcast against ``lower``).
+        stderr: Monte Carlo standard errors of ``lower``, or None.
+        upper: ``lower`` is an upper bound instead.
+        alpha: the false-alarm level in (0, 1).
+        atol: an allowed violation.
+        what: the name used in the assertion message.
+
+    Returns:
+        None; raises AssertionError when the bound is violated beyond the margin.
+    """
     alpha, atol = _check_alpha(alpha), _check_tol(atol, "atol")
     lo, t, s, gap, n = _bound_stats(lower, truth, stderr, upper, flat=True)
     _check_finite(lo, s, t, what)
@@ -305,7 +385,19 @@ def assert_below(value, stderr, limit, *, dof=None, alpha: float = 1e-3, what: s
     """Every value lies below ``limit`` with confidence: value + c stderr < limit, c the one-sided Bonferroni
     critical value for the n values (:func:`critical_value` with ``sides=1``). This asserts a claim ("the trained
     model's error is below 0.5"), so it fails when the evidence is too weak; the probability that it passes although
-    some true value is at or above its limit is at most alpha. Inputs of any shape are flattened."""
+    some true value is at or above its limit is at most alpha. Inputs of any shape are flattened.
+
+    Arguments:
+        value: the estimates, any shape.
+        stderr: their standard errors, or None.
+        limit: the limits (broadcast against ``value``).
+        dof: degrees of freedom of each stderr; None for a normal reference.
+        alpha: the false-alarm level in (0, 1).
+        what: the name used in the assertion message.
+
+    Returns:
+        None; raises AssertionError when some value is not confidently below its limit.
+    """
     alpha = _check_alpha(alpha)
     v, s, t, dof = _prepare_flat(value, stderr, limit, dof, names=("value", "stderr", "limit"))
     _check_finite(v, s, t, what)
@@ -320,7 +412,14 @@ def assert_below(value, stderr, limit, *, dof=None, alpha: float = 1e-3, what: s
 
 
 def assert_above(value, stderr, limit, *, dof=None, alpha: float = 1e-3, what: str = "estimate") -> None:
-    """Every value lies above ``limit`` with confidence: value - c stderr > limit (see :func:`assert_below`)."""
+    """Every value lies above ``limit`` with confidence: value - c stderr > limit.
+
+    Arguments:
+        value, stderr, limit, dof, alpha, what: as :func:`assert_below`.
+
+    Returns:
+        None; raises AssertionError when some value is not confidently above its limit.
+    """
     assert_below(-_as(value), stderr, -_as(limit, name="limit"), dof=dof, alpha=alpha, what=what)
 
 
@@ -328,7 +427,13 @@ def assert_above(value, stderr, limit, *, dof=None, alpha: float = 1e-3, what: s
 
 
 class RateFit(NamedTuple):
-    """A fitted log-log slope with its standard error and degrees of freedom (None: a normal reference)."""
+    """:func:`fit_rate`'s result: a fitted log-log slope.
+
+    Fields:
+        slope: the fitted slope (an array over leading axes for a batch of fits).
+        stderr: its standard error.
+        dof: its degrees of freedom (None: a normal reference).
+    """
 
     slope: float
     stderr: float
@@ -341,7 +446,17 @@ def fit_rate(ns, errors, *, errors_stderr=None, replicates=None) -> RateFit:
     replicates). The variance of each log-error is known when ``errors_stderr`` is given (delta method:
     (stderr / error)^2) or when each error is an RMS over ``replicates`` independent zero-mean Gaussian errors
     (k e^2 / sigma^2 ~ chi2_k, so var log e = trigamma(k / 2) / 4 exactly); the slope's standard error is then known
-    (normal reference). Otherwise the residual variance is estimated (t with len(ns) - 2 dof)."""
+    (normal reference). Otherwise the residual variance is estimated (t with len(ns) - 2 dof).
+
+    Arguments:
+        ns: (m,) the sample sizes.
+        errors: (..., m) the errors at each n.
+        errors_stderr: (..., m) standard errors of the errors, or None.
+        replicates: k when each error is an RMS over k independent runs, or None.
+
+    Returns:
+        :class:`RateFit` (slope, stderr, dof).
+    """
     n_arr = _as(ns, name="ns")
     e = _as(errors, name="errors")
     if n_arr.ndim != 1 or e.ndim < 1 or e.shape[-1] != n_arr.size:
@@ -397,7 +512,14 @@ def _check_rate(rate) -> float:
 @_quiet
 def rate_agrees(ns, errors, rate: float = -0.5, *, errors_stderr=None, replicates=None, alpha: float = 1e-3,
                 slack: float = 0.0):
-    """Boolean form of :func:`assert_rate` over the last axis (one fit per leading index)."""
+    """Boolean form of :func:`assert_rate` over the last axis (one fit per leading index).
+
+    Arguments:
+        ns, errors, rate, errors_stderr, replicates, alpha, slack: as :func:`assert_rate`.
+
+    Returns:
+        a boolean array of the leading shape of ``errors``.
+    """
     alpha, slack = _check_alpha(alpha), _check_tol(slack, "slack")
     rate = _check_rate(rate)
     f = fit_rate(ns, errors, errors_stderr=errors_stderr, replicates=replicates)
@@ -412,7 +534,21 @@ def assert_rate(ns, errors, rate: float = -0.5, *, errors_stderr=None, replicate
     false alarm <= alpha when the errors follow the rate. Pass ``replicates=k`` when each error is the RMS over k
     independent runs (the best-founded choice), or ``errors_stderr``; with neither, the scatter about the line sets
     the uncertainty (t with len(ns) - 2 dof: needs several ns to have power). ``slack`` widens the band for known
-    non-asymptotic effects. Returns the fitted slope. ``errors`` is one study (1-d, one error per n)."""
+    non-asymptotic effects. ``errors`` is one study (1-d, one error per n).
+
+    Arguments:
+        ns: (m,) the sample sizes.
+        errors: (m,) the errors at each n.
+        rate: the expected slope (-0.5 for Monte Carlo).
+        errors_stderr: (m,) standard errors of the errors, or None.
+        replicates: k when each error is an RMS over k independent runs, or None.
+        alpha: the false-alarm level in (0, 1).
+        slack: a widening of the band for known non-asymptotic effects.
+        what: the name used in the assertion message.
+
+    Returns:
+        the fitted slope, a float; raises AssertionError when it disagrees with ``rate``.
+    """
     alpha, slack = _check_alpha(alpha), _check_tol(slack, "slack")
     rate = _check_rate(rate)
     e = _as(errors, name="errors")
@@ -472,7 +608,11 @@ class _Count:
 def count_traces():
     """``with count_traces() as c: ...``; then ``c.n`` is the number of jaxpr traces inside the block (JAX's
     ``/jax/core/compile/jaxpr_trace_duration`` events): zero for a repeated call whose compiled work is cached and
-    whose front door traces nothing."""
+    whose front door traces nothing.
+
+    Returns:
+        a context manager yielding a counter with attribute ``n``.
+    """
     _listen()
     c = _Count(_TRACES)
     try:
@@ -485,7 +625,11 @@ def count_traces():
 def count_compilations():
     """``with count_compilations() as c: ...``; then ``c.n`` is the number of XLA backend compilations inside the
     block (every jit, including those of eager jnp operations on new shapes; a hit in JAX's persistent
-    compilation cache is not counted)."""
+    compilation cache is not counted).
+
+    Returns:
+        a context manager yielding a counter with attribute ``n``.
+    """
     _listen()
     c = _Count()
     try:

@@ -1,15 +1,15 @@
 """Fitting a score model by denoising score matching, with the weightings and time sampling of the papers.
 
-``002_f66275a1c9cf2a92.txt`` Table 1 and eq. 12; ``001_4a6883c9517e568d.txt`` Sec. 6.2; ``000_8c59016f91bb37e4.txt``
+Song et al. 2021b, Table 1 and eq. 12; Huang et al. 2021, Sec. 6.2; Premkumar 2024,
 Sec. 4 (each of the N samples "thrown" to n_t fresh random times per epoch). The per-example loss is
 lambda(t)/2 |s(x_t, t) + eps / sigma_t|^2, x_t = alpha_t x_0 + sigma_t eps, with weightings
 
-* ``"song"``: lambda = sigma_t^2, t uniform (the original weighting of Song et al.);
-* ``"likelihood"``: lambda = g(t)^2, t uniform (its time integral bounds -log p, ``002`` Thm. 1);
-* ``"likelihood_is"``: lambda = g(t)^2 with t drawn from p(t) proportional to g^2 / sigma_t^2 (``002`` eq. 12).
+* ``"song"``: lambda = sigma_t^2, t uniform (the original weighting of Song et al. 2021a);
+* ``"likelihood"``: lambda = g(t)^2, t uniform (its time integral bounds -log p, Song et al. 2021b, Thm. 1);
+* ``"likelihood_is"``: lambda = g(t)^2 with t drawn from p(t) proportional to g^2 / sigma_t^2 (Song et al. 2021b, eq. 12).
 
 The loss is always computed on the score the model implies, so for every parameterization (``nets``) and every SDE
-(any schedule of :mod:`diffdens.sde`) the likelihood weightings train on the bound of ``002`` Thm. 1 itself. Written
+(any schedule of :mod:`diffdens.sde`) the likelihood weightings train on the bound of Song et al. 2021b, Thm. 1, itself. Written
 in each parameterization's own error, g^2/2 |s_hat - s|^2 is
 
 * ``"score"``: g^2 / 2 |s_hat - s|^2;   ``"eps"``: g^2 / (2 sigma^2) |eps_hat - eps|^2 (DDPM's MSE times
@@ -86,19 +86,35 @@ def fit_score(
     cache: bool = True,
     progress: bool = True,
 ):
-    """Train a :class:`~diffdens.nets.ScoreModel` on ``data`` (N, D); returns ``(model, history)``.
-
-    ``sde`` is any linear SDE (VP, sub-VP, VE, a preset schedule or ``LinearSDE.from_schedule``);
-    ``parameterization`` one of "score", "eps", "x0", "velocity", "entropy" (see :mod:`diffdens.nets`); whichever it
-    is, ``model.score`` is the implied score and the likelihood weightings minimise the likelihood bound (module doc).
+    """Train a :class:`~diffdens.ScoreModel` by denoising score matching (module docstring for the weightings).
 
     Each epoch throws every sample to ``n_throws`` fresh (t, eps) pairs, shuffles, and takes Adam steps (cosine
-    decay) on batches of ``batch_size``. ``history["loss"]`` is the mean loss per epoch, an estimate of the weighted
-    DSM objective (for the likelihood weightings: the bound of ``002`` Thm. 1 up to a data constant); ``history["steps"]`` the number
-    of Adam steps taken (``epochs`` times the batches per epoch). Deterministic
-    given ``key``. With ``cache=True`` the model is stored under :func:`~diffdens.checkpoint.cache_dir`, keyed by the
-    full config, the data, the whole package source and the library versions
-    (:func:`~diffdens.checkpoint.cache_key`), and reused on the next identical call.
+    decay) on batches of ``batch_size``. Deterministic given ``key``. With ``cache=True`` the model is stored under
+    :func:`~diffdens.checkpoint.cache_dir`, keyed by the full config, the data, the whole package source and the
+    library versions (:func:`~diffdens.checkpoint.cache_key`), and reused on the next identical call.
+
+    Arguments:
+        data: (N, D) the training points.
+        sde: any linear SDE (VP, sub-VP, VE, a preset schedule or ``LinearSDE.from_schedule``).
+        key: PRNG key (initialisation, times, noise, shuffling).
+        parameterization: ``"score"``, ``"eps"``, ``"x0"``, ``"velocity"`` or ``"entropy"`` (see
+            :mod:`diffdens.nets`); whichever it is, ``model.score`` is the implied score.
+        weighting: ``"song"``, ``"likelihood"`` or ``"likelihood_is"`` (the likelihood weightings minimise the bound
+            of Song et al. 2021b, Thm. 1).
+        n_throws: fresh (t, eps) pairs per sample per epoch (Premkumar 2024, Sec. 4).
+        epochs: passes over the thrown data.
+        batch_size: examples per Adam step.
+        lr: the peak learning rate of the cosine decay.
+        hidden, depth, n_features: the :class:`~diffdens.ScoreMLP` sizes (as :func:`~diffdens.init_model`).
+        t0: the lower end of the training times, in (0, T).
+        cache: reuse (and store) the model trained by an identical call.
+        progress: show a progress bar (tqdm, when installed).
+
+    Returns:
+        ``(model, history)``: the trained :class:`~diffdens.ScoreModel`, and a dict with ``history["loss"]``
+        (epochs,) the mean loss per epoch (an estimate of the weighted DSM objective; for the likelihood weightings
+        the bound of Song et al. 2021b, Thm. 1, up to a data constant) and ``history["steps"]`` the number of Adam
+        steps taken (``epochs`` times the batches per epoch).
     """
     check_sde(sde)
     check_key(key)

@@ -1,7 +1,7 @@
 """Linear SDEs dx = f(t) x dt + g(t) dW and their Gaussian transition kernels p(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I).
 
-Song et al. (2021), *Score-Based Generative Modeling through SDEs* (eqs. 10-11, 29), as restated in
-``002_f66275a1c9cf2a92.txt`` Table 1 and ``004_720dbaeb92b913c7.txt`` Sec. 2. One concept per module:
+Song et al. 2021a, *Score-Based Generative Modeling through SDEs* (eqs. 10-11, 29), as restated in
+Song et al. 2021b, Table 1, and Karczewski et al. 2025, Sec. 2. One concept per module:
 
 * :mod:`.base`: the interface, the abstract :class:`LinearSDE` (with :meth:`LinearSDE.from_schedule`), :func:`check_sde`;
 * :mod:`.closed_form`: VP and sub-VP (one linear-beta base) and VE in closed form;

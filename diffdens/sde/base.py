@@ -1,7 +1,7 @@
 """The interface: a linear SDE dx = f(t) x dt + g(t) dW with Gaussian transition kernel.
 
-Song et al. (2021), *Score-Based Generative Modeling through SDEs* (eqs. 10-11, 29), as restated in
-``002_f66275a1c9cf2a92.txt`` Table 1 and ``004_720dbaeb92b913c7.txt`` Sec. 2. For every SDE here
+Song et al. 2021a, *Score-Based Generative Modeling through SDEs* (eqs. 10-11, 29), as restated in
+Song et al. 2021b, Table 1, and Karczewski et al. 2025, Sec. 2. For every SDE here
 p(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I), with alpha_t = exp(int_0^t f) and d sigma_t^2/dt = 2 f sigma_t^2 + g^2.
 The log-SNR lambda(t) = log(alpha_t^2 / sigma_t^2) is strictly decreasing with d lambda/dt = -g^2 / sigma_t^2.
 """
@@ -24,15 +24,33 @@ Scalar = Float[Array, ""]
 
 
 def check_sde(sde) -> "LinearSDE":
-    """sde must be one of the package's linear SDEs (a :class:`LinearSDE`)."""
+    """Check that ``sde`` is one of the package's linear SDEs.
+
+    Arguments:
+        sde: the object to check.
+
+    Returns:
+        ``sde`` itself, a :class:`LinearSDE`; anything else raises TypeError naming ``sde``.
+    """
     if not isinstance(sde, LinearSDE):
         raise TypeError(f"sde must be a LinearSDE (e.g. dd.VPSDE()), got {type(sde).__name__}")
     return sde
 
 
 class LinearSDE(ABC):
-    """Abstract base. Subclasses define ``f``, ``g2``, ``marginal``, ``log_snr``, ``log_snr_inverse`` and ``T``
-    (and ``prior_std`` when the prior is not N(0, I)); :meth:`from_schedule` builds one from any Gaussian path."""
+    """Abstract base of every SDE: dx = f(t) x dt + g(t) dW with p(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I).
+
+    Subclasses define ``f``, ``g2``, ``marginal``, ``log_snr``, ``log_snr_inverse`` and ``T`` (and ``prior_std``
+    when the prior is not N(0, I)); :meth:`from_schedule` builds one from any Gaussian path. Every concrete SDE is a
+    frozen dataclass: hashable, a static argument of the compiled kernels. Methods take a time t (scalar or array)
+    and points x (..., D): ``f(t)``, ``g2(t)``, ``g(t)``, ``drift(x, t)``, ``marginal(t) -> (alpha_t, sigma_t)``,
+    ``log_snr(t)``, ``log_snr_inverse(lam)``, ``prior_log_prob(x) -> (...,)``, ``prior_sample(key, shape)``,
+    ``prior_mismatch(x0) -> (...,)``, ``perturb(key, x0, t) -> (x_t, eps)``.
+
+    Attributes:
+        T: the end time of the diffusion.
+        prior_std: the standard deviation of the prior N(0, prior_std^2 I) at t = T.
+    """
 
     T: float
 

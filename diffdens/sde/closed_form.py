@@ -1,4 +1,4 @@
-"""The SDEs of Song et al. (2021) in closed form (``002_f66275a1c9cf2a92.txt`` Table 1): VP and sub-VP, which share
+"""The SDEs of Song et al. 2021a in closed form (as tabulated in Song et al. 2021b, Table 1): VP and sub-VP, which share
 the linear beta(t) = beta_min + t (beta_max - beta_min) and its integral B(t), and VE."""
 
 from __future__ import annotations
@@ -50,7 +50,13 @@ class _LinearBetaSDE(LinearSDE):
 
 @dataclass(frozen=True)
 class VPSDE(_LinearBetaSDE):
-    """Variance-preserving SDE: f = -beta(t)/2, g^2 = beta(t), beta linear from beta_min to beta_max."""
+    """Variance-preserving SDE: f = -beta(t)/2, g^2 = beta(t), beta linear from beta_min to beta_max; prior N(0, I).
+
+    Arguments:
+        beta_min: beta(0).
+        beta_max: beta(T).
+        T: the end time.
+    """
 
     def g2(self, t):
         return self.beta(t)
@@ -68,7 +74,13 @@ class VPSDE(_LinearBetaSDE):
 
 @dataclass(frozen=True)
 class SubVPSDE(_LinearBetaSDE):
-    """Sub-VP SDE: f = -beta/2, g^2 = beta (1 - exp(-2 int beta)); sigma_t = 1 - exp(-int beta)."""
+    """Sub-VP SDE: f = -beta/2, g^2 = beta (1 - exp(-2 int beta)); sigma_t = 1 - exp(-int beta).
+
+    Arguments:
+        beta_min: beta(0).
+        beta_max: beta(T).
+        T: the end time.
+    """
 
     def g2(self, t):
         return self.beta(t) * -jnp.expm1(-2 * self._B(t))
@@ -93,7 +105,12 @@ class VESDE(LinearSDE):
     """Variance-exploding SDE: f = 0, sigma(t) = sigma_min (sigma_max/sigma_min)^t, g^2 = d sigma(t)^2 / dt.
 
     The transition kernel from x_0 at t = 0 has variance sigma(t)^2 - sigma_min^2 (exact, vanishing at t = 0);
-    the prior is N(0, sigma_max^2 I) as in Song et al.
+    the prior is N(0, sigma_max^2 I) as in Song et al. 2021a.
+
+    Arguments:
+        sigma_min: the noise level at t = 0.
+        sigma_max: the noise level at t = 1 (and the prior's standard deviation).
+        T: the end time.
     """
 
     sigma_min: float = 0.01

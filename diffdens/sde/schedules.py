@@ -1,7 +1,7 @@
 """Any Gaussian noise schedule as a linear SDE, and the presets built on it.
 
 A Gaussian path x_t = alpha(t) x_0 + sigma(t) eps with alpha(0) = 1, sigma(0) = 0 is the transition of the SDE with
-f = d log alpha / dt and g^2 = d sigma^2 / dt - 2 f sigma^2 (``004_720dbaeb92b913c7.txt`` Sec. 2): :class:`ScheduleSDE`
+f = d log alpha / dt and g^2 = d sigma^2 / dt - 2 f sigma^2 (Karczewski et al. 2025, Sec. 2): :class:`ScheduleSDE`
 derives everything from alpha and sigma; :class:`CustomSDE` (what :meth:`LinearSDE.from_schedule` returns) takes them
 as two functions; the presets :class:`CosineVPSDE` (Nichol & Dhariwal 2021), :class:`EDMSDE` (Karras et al. 2022) and
 :class:`RectifiedFlowSDE` (Liu et al. 2023) override the derived coefficients with closed forms.
@@ -57,7 +57,13 @@ class ScheduleSDE(LinearSDE):
     Subclasses define ``alpha(t)`` and ``sigma(t)`` for a scalar t (jax-traceable); everything else is derived:
     f = d log alpha / dt and g^2 = d sigma^2 / dt - 2 f sigma^2 (by autodiff), lambda = 2 log(alpha / sigma), its
     inverse by bisection (jit-safe, vectorized), and the prior N(0, prior_std^2 I) with prior_std = sigma(T) unless
-    given. :meth:`validate` checks the path on a grid of [0, T].
+    given. :meth:`validate` checks the path on a grid of [0, T]. A subclass is a frozen dataclass that calls
+    ``self.validate()`` and ``self._set_prior_std(...)`` in ``__post_init__`` and is added to ``_SDE_CLASSES``
+    (:mod:`diffdens.sde.serialization`).
+
+    Attributes:
+        T: the end time.
+        prior_std: the prior's standard deviation (sigma(T) unless set).
     """
 
     _GRID = 2001
@@ -166,6 +172,13 @@ class CustomSDE(ScheduleSDE):
 
     Hashable and comparable: two CustomSDEs built from the same function objects, T, name and prior_std are equal
     (and share compiled kernels). A checkpoint stores the functions by import path (module-level functions only).
+
+    Arguments:
+        alpha_fn: alpha(t) for a scalar t (jax-traceable), alpha(0) = 1.
+        sigma_fn: sigma(t) for a scalar t (jax-traceable), sigma(0) = 0.
+        T: the end time.
+        name: a label for repr and checkpoints.
+        prior_scale: the prior's standard deviation (default sigma(T)); ``from_schedule``'s ``prior_std``.
     """
 
     alpha_fn: Callable = field(repr=False)
@@ -195,6 +208,10 @@ class CosineVPSDE(ScheduleSDE):
 
     alpha vanishes at t = 1, where f diverges, so T defaults to 0.995 (log-SNR about -9.7, near VP's -10 at T = 1);
     see :meth:`prior_mismatch` for what stopping there costs.
+
+    Arguments:
+        s: the offset of phi_t (0 < s < 1).
+        T: the end time (0 < T < 1).
     """
 
     s: float = 0.008
@@ -234,6 +251,10 @@ class EDMSDE(ScheduleSDE):
     f = 0 and g^2 = 2 t; T = sigma_max; the prior is N(0, sigma_max^2 I). ``sigma_min`` is the smallest noise level
     the model was trained on: pass ``t0=sde.sigma_min`` to the estimators (below it the model is extrapolating).
     An EDM denoiser D(x; sigma) is then a function of t directly (:func:`diffdens.score_from_denoiser`).
+
+    Arguments:
+        sigma_min: the smallest trained noise level.
+        sigma_max: the largest noise level, = T and the prior's standard deviation.
     """
 
     sigma_min: float = 0.002
@@ -274,6 +295,9 @@ class RectifiedFlowSDE(ScheduleSDE):
     f = -1 / (1 - t) and g^2 = 2 t / (1 - t) diverge at t = 1, so T defaults to 0.99 (log-SNR -9.2); the prior is
     N(0, T^2 I), and the cost of stopping short of t = 1 is reported by :meth:`prior_mismatch`
     (0.5 alpha_T^2 / sigma_T^2 |x_0|^2 per point: about 5e-5 |x_0|^2 nats at T = 0.99).
+
+    Arguments:
+        T: the end time (0 < T < 1).
     """
 
     T: float = 0.99

@@ -41,7 +41,19 @@ def forward_sample(
 ) -> Float[Array, "n D"]:
     """Simulate the forward SDE from x0 at t0 to t1 with Euler-Maruyama (diffrax), one path per row of x0.
 
-    One compiled kernel per (SDE, n_steps, shape): t0 and t1 are traced, the SDE is a static (hashable) argument."""
+    One compiled kernel per (SDE, n_steps, shape): t0 and t1 are traced, the SDE is a static (hashable) argument.
+
+    Arguments:
+        sde: the :class:`~diffdens.LinearSDE`.
+        key: PRNG key (one path per point, ``jax.random.split(key, n)``).
+        x0: (n, D) the starting points.
+        t1: the end time, t0 < t1 <= T.
+        n_steps: Euler-Maruyama steps.
+        t0: the start time.
+
+    Returns:
+        (n, D) the points at t1.
+    """
     check_sde(sde)
     check_key(key)
     x0 = check_points(x0, "x0")
