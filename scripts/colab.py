@@ -103,6 +103,9 @@ _PLAIN_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _TARGET = re.compile(r"^\s*\(([^()\s]+)\)=\s*$")
 _EQ_CLOSE = re.compile(r"^(?P<body>.*?)\$\$\s*\((?P<label>[^()\s]+)\)\s*$")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+# a chapter number written into an H1 title ("# 3. Title"): the book numbers chapters from _toc.yml, so sources carry
+# none, but stored notebooks run before that change still may; the number always comes from the toc (Doc.number)
+_TITLE_NUMBER = re.compile(r"^\d+\.\s+")
 
 
 @dataclass
@@ -164,7 +167,7 @@ def _scan_lines(doc: Doc, lines: list[str]) -> None:
         m = _HEADING.match(line)
         if m:
             if not doc.title and m[1] == "#":
-                doc.title = m[2]
+                doc.title = _TITLE_NUMBER.sub("", m[2])
             if pending:
                 doc.sections[pending] = m[2]
             pending = None
@@ -598,6 +601,19 @@ def _code_cell(cell):
     return new
 
 
+def numbered_title(text: str, number: int | None) -> tuple[str, bool]:
+    """(text with its first H1 numbered "N. Title" from the toc, whether it had an H1): Colab shows no toc, and the
+    figure and equation numbers ("Figure 3.1") need the chapter's number. A number already in the title is replaced."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        m = _HEADING.match(line)
+        if m and m[1] == "#":
+            title = _TITLE_NUMBER.sub("", m[2])
+            lines[i] = f"# {number}. {title}" if number is not None else f"# {title}"
+            return "\n".join(lines), True
+    return text, False
+
+
 def to_colab(nb, docname: str, index: BookIndex, source_path: str | None = None):
     """The Colab notebook of one stored chapter notebook ``nb`` (document ``docname``, e.g.
     "notebooks/03_probability_flow")."""
@@ -606,9 +622,12 @@ def to_colab(nb, docname: str, index: BookIndex, source_path: str | None = None)
     glue = glue_data(nb)
     conv = Converter(index, docname, glue)
     cells = []
+    titled = False
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             text, att = conv.convert(cell.source)
+            if not titled:
+                text, titled = numbered_title(text, conv.doc.number)
             new = nbformat.v4.new_markdown_cell(text)
             if att:
                 new.attachments = att

@@ -78,7 +78,16 @@ def test_colab_code_cells_are_the_chapters(stem):
         if {"hide-cell", "hide-input"} & set(c.metadata.get("tags", [])):
             assert cc.metadata["jupyter"]["source_hidden"] is True
     assert "import diffdens as dd" in ccode[0].source   # the setup cell is kept, first
-    assert [c.source for c in nb.cells if c.cell_type == "markdown"][0] == stored.cells[0].source  # the title
+    # the title, numbered from _toc.yml (the book's sources carry no number; a stored run from before may)
+    number = CHAPTERS.index(stem) + 1
+    title = re.sub(r"^# (\d+\.\s+)?", f"# {number}. ", stored.cells[0].source, count=1)
+    assert [c.source for c in nb.cells if c.cell_type == "markdown"][0] == title
+
+
+def test_colab_title_numbered_from_toc():
+    for text, number, want in (("# A title\n\nmore", 3, "# 3. A title\n\nmore"), ("# 3. A title", 4, "# 4. A title"),
+                               ("(lab)=\n# T", 1, "(lab)=\n# 1. T"), ("# 2. T", None, "# T"), ("## T", 2, "## T")):
+        assert colab.numbered_title(text, number)[0] == want
 
 
 def test_setup_cells_install_from_config_url():
