@@ -224,6 +224,31 @@ def test_exercises_with_checked_solution(md):
     assert solutions, f"{md.stem}: no code cell tagged hide-cell (a checked solution) after '## Exercises'"
 
 
+def test_math_is_served_locally(built_html):
+    """No built page loads MathJax (or any script with "mathjax" in its name) from a URL; pages with math load the
+    vendored copy that _config.yml's mathjax_path names, and it was copied into the build."""
+    from bs4 import BeautifulSoup
+
+    pages = sorted(built_html.rglob("*.html"))
+    assert pages, f"no pages under {built_html}"
+    remote, local = [], set()
+    for page in pages:
+        for script in BeautifulSoup(page.read_text(), "html.parser").find_all("script"):
+            src = script.get("src", "")
+            if "mathjax" not in src.lower():
+                continue
+            if "://" in src or src.startswith("//"):
+                remote.append(f"{page.relative_to(built_html)}: {src}")
+            else:
+                local.add((page.parent / src.split("?")[0]).resolve())
+    assert not remote, f"pages load MathJax from the network: {remote[:5]}"
+    assert local, "no page loads the vendored MathJax"
+    missing = [str(p) for p in local if not p.is_file()]
+    assert not missing, f"pages load a MathJax script the build did not copy: {missing}"
+    assert all(p.name == "tex-chtml-full.js" and p.parent.name == "mathjax" for p in local), local
+    assert (next(iter(local)).parent / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
+
+
 def test_references_have_links(built_html):
     """Every bibliography entry carries a doi or url; the rendered references hold no internal notes."""
     bib = (ROOT / "book" / "references.bib").read_text()
