@@ -86,11 +86,20 @@ def test_times_table(tmp_path, capsys):
     readme.write_text(f"text\n{chapters.README_BEGIN}\nold\n{chapters.README_END}\nmore\n")
     chapters.update_readme("\n".join(table), readme)
     assert readme.read_text() == f"text\n{chapters.README_BEGIN}\n" + "\n".join(table) + f"\n{chapters.README_END}\nmore\n"
+    # --update-readme rewrites every marked block: the README's and the book's (book/intro.md)
+    assert [p.relative_to(chapters.ROOT).as_posix() for p in chapters.TIMES_FILES] == ["README.md", "book/intro.md"]
+    intro = tmp_path / "intro.md"
+    intro.write_text(f"# Intro\n{chapters.README_BEGIN}\n{chapters.README_END}\n")
+    chapters.update_times("| new |", [readme, intro])
+    assert all(f"{chapters.README_BEGIN}\n| new |\n{chapters.README_END}" in f.read_text() for f in (readme, intro))
 
 
-def test_readme_lists_the_stored_wall_times():
-    """The README's wall-time table is the one `chapters.py times` prints for the stored notebooks."""
-    text = (ROOT / "README.md").read_text()
+@pytest.mark.parametrize("path", chapters.TIMES_FILES, ids=lambda p: p.name)
+def test_readme_and_book_list_the_stored_wall_times(path):
+    """The wall-time tables of the README and of the book's intro are the one `chapters.py times` prints for the
+    stored notebooks."""
+    text = path.read_text()
+    assert chapters.README_BEGIN in text and chapters.README_END in text, f"{path.name}: no marked wall-time block"
     block = text[text.index(chapters.README_BEGIN) + len(chapters.README_BEGIN): text.index(chapters.README_END)]
     assert block.strip() == chapters.times_table().strip(), "run `python scripts/chapters.py times --update-readme`"
 
