@@ -5,6 +5,7 @@
     python scripts/chapters.py check                                      # every pair in sync, hashes match
     python scripts/chapters.py check --require-profile full               # ... and every stamp says `full`
     python scripts/chapters.py times                                      # markdown table: profile, device, wall s
+    python scripts/chapters.py times --update-readme                      # ... also into README.md and book/intro.md
     python scripts/chapters.py colab [notebooks/03_*.ipynb]               # write colab/NN_slug.ipynb (scripts/colab.py)
 
 The stamp lives in the .ipynb metadata under "diffdens": profile, device, sha256 of the .md, versions, date.
@@ -133,15 +134,23 @@ def times_table(folder: Path = NOTEBOOKS) -> str:
 
 
 README_BEGIN, README_END = "<!-- chapters.py times: begin -->", "<!-- chapters.py times: end -->"
+# the marked blocks that hold the table: the README's and the book's (the intro's "Wall times" section)
+TIMES_FILES = (ROOT / "README.md", ROOT / "book" / "intro.md")
 
 
 def update_readme(table: str, readme: Path = ROOT / "README.md") -> None:
-    """Replace the table between the two README markers with ``table``."""
+    """Replace the table between the two markers (README_BEGIN, README_END) of ``readme`` with ``table``."""
     text = Path(readme).read_text()
     i, j = text.find(README_BEGIN), text.find(README_END)
     if i < 0 or j < i:
         raise SystemExit(f"{readme}: no '{README_BEGIN}' ... '{README_END}' block")
     Path(readme).write_text(text[: i + len(README_BEGIN)] + "\n" + table + "\n" + text[j:])
+
+
+def update_times(table: str, files=TIMES_FILES) -> None:
+    """Rewrite the marked wall-time block in every one of ``files`` (README.md and book/intro.md)."""
+    for f in files:
+        update_readme(table, f)
 
 
 def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None = None, cold: bool = True) -> Path:
@@ -220,13 +229,14 @@ def main(argv=None):
     cb = sub.add_parser("colab", help="write colab/NN_slug.ipynb from the stored notebooks (default: all)")
     cb.add_argument("chapters", nargs="*", help="notebooks/NN_slug.ipynb (or .md) files")
     tm = sub.add_parser("times", help="print a markdown table of each chapter's stamp (profile, device, wall time)")
-    tm.add_argument("--update-readme", action="store_true", help="also rewrite the table in README.md")
+    tm.add_argument("--update-readme", action="store_true",
+                    help="also rewrite the marked table in README.md and in book/intro.md (the book's copy)")
     a = p.parse_args(argv)
     if a.cmd == "times":
         table = times_table()
         print(table)
         if a.update_readme:
-            update_readme(table)
+            update_times(table)
         return 0
     if a.cmd == "colab":
         chapters = [c for pat in a.chapters for c in sorted(glob.glob(pat))]

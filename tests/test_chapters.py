@@ -86,11 +86,20 @@ def test_times_table(tmp_path, capsys):
     readme.write_text(f"text\n{chapters.README_BEGIN}\nold\n{chapters.README_END}\nmore\n")
     chapters.update_readme("\n".join(table), readme)
     assert readme.read_text() == f"text\n{chapters.README_BEGIN}\n" + "\n".join(table) + f"\n{chapters.README_END}\nmore\n"
+    # --update-readme rewrites every marked block: the README's and the book's (book/intro.md)
+    assert [p.relative_to(chapters.ROOT).as_posix() for p in chapters.TIMES_FILES] == ["README.md", "book/intro.md"]
+    intro = tmp_path / "intro.md"
+    intro.write_text(f"# Intro\n{chapters.README_BEGIN}\n{chapters.README_END}\n")
+    chapters.update_times("| new |", [readme, intro])
+    assert all(f"{chapters.README_BEGIN}\n| new |\n{chapters.README_END}" in f.read_text() for f in (readme, intro))
 
 
-def test_readme_lists_the_stored_wall_times():
-    """The README's wall-time table is the one `chapters.py times` prints for the stored notebooks."""
-    text = (ROOT / "README.md").read_text()
+@pytest.mark.parametrize("path", chapters.TIMES_FILES, ids=lambda p: p.name)
+def test_readme_and_book_list_the_stored_wall_times(path):
+    """The wall-time tables of the README and of the book's intro are the one `chapters.py times` prints for the
+    stored notebooks."""
+    text = path.read_text()
+    assert chapters.README_BEGIN in text and chapters.README_END in text, f"{path.name}: no marked wall-time block"
     block = text[text.index(chapters.README_BEGIN) + len(chapters.README_BEGIN): text.index(chapters.README_END)]
     assert block.strip() == chapters.times_table().strip(), "run `python scripts/chapters.py times --update-readme`"
 
@@ -307,6 +316,31 @@ def test_tables_numbered(md):
     labels = re.findall(r"\*\*Table (\d+)\.(\d+):?\*\*", md.read_text())
     assert [(int(a), int(b)) for a, b in labels] == [(number, k) for k in range(1, len(labels) + 1)], (
         f"{md.stem}: table captions {labels} are not {number}.1, {number}.2, ...")
+
+
+def test_math_is_served_locally(built_html):
+    """No built page loads MathJax (or any script with "mathjax" in its name) from a URL; pages with math load the
+    vendored copy that _config.yml's mathjax_path names, and it was copied into the build."""
+    from bs4 import BeautifulSoup
+
+    pages = sorted(built_html.rglob("*.html"))
+    assert pages, f"no pages under {built_html}"
+    remote, local = [], set()
+    for page in pages:
+        for script in BeautifulSoup(page.read_text(), "html.parser").find_all("script"):
+            src = script.get("src", "")
+            if "mathjax" not in src.lower():
+                continue
+            if "://" in src or src.startswith("//"):
+                remote.append(f"{page.relative_to(built_html)}: {src}")
+            else:
+                local.add((page.parent / src.split("?")[0]).resolve())
+    assert not remote, f"pages load MathJax from the network: {remote[:5]}"
+    assert local, "no page loads the vendored MathJax"
+    missing = [str(p) for p in local if not p.is_file()]
+    assert not missing, f"pages load a MathJax script the build did not copy: {missing}"
+    assert all(p.name == "tex-chtml-full.js" and p.parent.name == "mathjax" for p in local), local
+    assert (next(iter(local)).parent / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
 
 
 def test_references_have_links(built_html):
