@@ -197,7 +197,7 @@ def hvae_elbo(
     Returns:
         :class:`diffdens.Estimate` (value (n,), stderr (n,), nfe None).
     """
-    vals, _ = _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size)
+    vals, _, _ = _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size)
     return Estimate.from_samples(vals)
 
 
@@ -229,8 +229,8 @@ def variational_gap(
     """
     if inference_drift is None:
         raise TypeError("inference_drift must be a callable b(y, t), got None")
-    _, gaps = _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size)
-    return Estimate.from_samples(gaps)
+    _, gaps, front = _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size)
+    return Estimate.from_samples(front.finite(gaps, what="the variational gap"))
 
 
 def _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t0, batch_size):
@@ -253,7 +253,7 @@ def _hvae_checked(score, sde, x, key, n_layers, n_paths, lam, inference_drift, t
                              jnp.asarray(lam, front.dtype), drift=drift, n_layers=n_layers, n_paths=n_paths,
                              batch_size=batch_size)
     vals = front.finite(vals, diagnose_score(front.score, front.x, np.concatenate([[t0], times])))
-    return vals, front.finite(gaps, what="the variational gap")
+    return vals, gaps, front
 
 
 def _hvae_point(score, sde, n_layers, n_paths, lam, drift, t0, x, key):
