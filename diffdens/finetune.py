@@ -14,6 +14,7 @@ options, reuses one compilation; the caller's model is never modified (a new one
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, Optional
 
@@ -66,9 +67,11 @@ def _score_of(model) -> Callable:
 
 
 @eqx.filter_jit
-def _step(params, opt_state, rest, static, sde, data, key, lr, *, t0, solve, hutch, batch_size):
+def _step(params, opt_state, rest, static, sde, data, key, lr, solve_fields, *, t0, hutch, batch_size):
     """One Adam step on -mean log p^ODE over a minibatch of ``batch_size`` points drawn from ``data`` without
-    replacement; returns (params, opt_state, loss before the step, mean NFE per point or NaN)."""
+    replacement; returns (params, opt_state, loss before the step, mean NFE per point or NaN). ``solve_fields`` are
+    the fields of a SolveOptions, passed as a pytree (an adjoint such as BacksolveAdjoint is not hashable)."""
+    solve = SolveOptions(*solve_fields)
     kb, kp = jax.random.split(key)
     xb = data[jax.random.choice(kb, data.shape[0], (batch_size,), replace=False)]
 
@@ -154,12 +157,13 @@ def fit_ode_likelihood(
         raise ValueError(f"batch_size must be at most the number of data points ({data.shape[0]}), got {batch_size}")
 
     lr_arr = jnp.asarray(lr, data.dtype)
+    solve_fields = tuple(getattr(solve, f.name) for f in dataclasses.fields(solve))
     opt_state = optax.adam(lr_arr).init(params)
     losses, nfes = [], []
     bar = tqdm(total=steps, desc="fit_ode_likelihood", disable=not progress, leave=False)
     for k, kk in enumerate(jax.random.split(key, steps)):
-        params, opt_state, loss, nfe = _step(params, opt_state, rest, static, sde, data, kk, lr_arr, t0=t0,
-                                             solve=solve, hutch=hutch, batch_size=batch_size)
+        params, opt_state, loss, nfe = _step(params, opt_state, rest, static, sde, data, kk, lr_arr, solve_fields,
+                                             t0=t0, hutch=hutch, batch_size=batch_size)
         losses.append(float(loss))
         nfes.append(float(nfe))
         bar.update(1)
