@@ -10,6 +10,7 @@ from .checkpoint import load_model, save_model
 from .data import bits_per_dim, uniform_dequantize
 from .elbo import elbo, hvae_elbo, variational_gap
 from .identities import entropy, kl_divergence, weighted_score_error
+from .finetune import fit_ode_likelihood
 from .estimate import Estimate, SamplePath, Samples, make_probes, sample_times, value_and_divergence
 from .mixtures import DiffusedMixture, GaussianMixture, random_mixture, standard_mixture
 from .modes import denoising_log_prob, hd_ode, hd_sample, mode_tracking_ode
@@ -61,6 +62,7 @@ __all__ = [
     "ScoreModel",
     "init_model",
     "fit_score",
+    "fit_ode_likelihood",
     "weighted_score_error",
     "bits_per_dim",
     "uniform_dequantize",
