@@ -288,8 +288,8 @@ def test_figures_have_alt_text(md):
 @pytest.mark.parametrize("md", MDS, ids=lambda p: p.stem)
 def test_no_fixed_width_tables(md):
     """Tables are rendered (display(Markdown(...)) of a pipe table), not printed as fixed-width text: no print of a
-    padded header (f"{'name':>10s}") and no print of three or more padded columns inside a loop. (A loop printing
-    one result sentence per case, with a padded label, is not caught: those are still to be converted.)"""
+    padded header (f"{'name':>10s}") and no print with a padded field inside a loop (one result line per case with a
+    padded label, f"{name:6s} ...", or aligned columns, f"{k:6d}": a listing to collect into a table instead)."""
     import jupytext
 
     bad = []
@@ -304,7 +304,7 @@ def test_no_fixed_width_tables(md):
             widths = len(re.findall(r":[<>^+]?\d+(?:\.\d+)?[sdfe]?\}", line))  # padded fields, e.g. {x:12.4f}
             indented = len(line) - len(line.lstrip()) > 0
             looped = indented and any(re.match(r"\s*for .*:\s*$", l) for l in lines[max(0, i - 6):i])
-            if header or (looped and widths >= 3):
+            if header or (looped and widths >= 1):
                 bad.append(line.strip()[:90])
     assert not bad, f"{md.stem}: fixed-width tables printed (render them as Markdown tables): {bad}"
 
