@@ -25,6 +25,7 @@ import inspect
 import math
 from typing import Callable, NamedTuple, Optional
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -304,6 +305,39 @@ def check_callable(fn, event_shape, dtype, name: str, *, takes_time: bool = True
         return flat_score(fn, event_shape)
     check_log_prob(fn, event_shape, dtype, name)
     return fn if len(event_shape) == 1 else FlatLogProb(fn, tuple(event_shape))
+
+
+class GridBrownianPath(diffrax.AbstractBrownianPath):
+    """Brownian increments on a fixed uniform grid, drawn up front from one key: the increment over [s, s + h] of
+    grid step k = round((s - start) / h) is sqrt(h) z_k with z_k ~ N(0, I). For fixed-step Euler-Maruyama solves in
+    diffrax: unlike ``diffrax.UnsafeBrownianPath`` it is differentiable (the increments are arrays, so ``jax.grad``
+    flows through the solve, the reparameterization trick), and deterministic per key."""
+
+    start: jax.Array
+    h: jax.Array
+    z: jax.Array
+    levy_area: type = eqx.field(static=True, default=diffrax.BrownianIncrement)
+
+    def __init__(self, key, start, h, n_steps: int, shape, dtype):
+        self.levy_area = diffrax.BrownianIncrement
+        self.start = jnp.asarray(start, dtype)
+        self.h = jnp.asarray(h, dtype)
+        self.z = jax.random.normal(key, (n_steps,) + tuple(shape), dtype)
+
+    @property
+    def t0(self):
+        return self.start
+
+    @property
+    def t1(self):
+        return self.start + self.h * self.z.shape[0]
+
+    def evaluate(self, t0, t1=None, left: bool = True, use_levy: bool = False):
+        if t1 is None:
+            raise ValueError("GridBrownianPath gives increments over grid steps only (pass t0 and t1)")
+        k = jnp.clip(jnp.round((t0 - self.start) / self.h).astype(jnp.int32), 0, self.z.shape[0] - 1)
+        dw = jnp.sqrt(jnp.asarray(t1 - t0, self.z.dtype)) * self.z[k]
+        return diffrax.BrownianIncrement(t1 - t0, dw) if use_levy else dw
 
 
 def point_keys(key, n: int):

@@ -25,7 +25,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._checks import check_option, check_positive_int, check_t0
-from ._engine import Front, diagnose_score, front_door, map_points, probe_times
+from ._engine import Front, GridBrownianPath, diagnose_score, front_door, map_points, probe_times
 from .elbo import elbo
 from .estimate import Estimate, SamplePath, Samples, make_probes, value_and_divergence
 from .ode import ode_log_prob
@@ -91,7 +91,7 @@ class _AugmentedTerm(diffrax.AbstractTerm):
 def _euler_one(score, lp, sde, n_steps, x, k, t0, taus):
     d = x.shape[-1]
     T = float(sde.T)
-    bm = diffrax.UnsafeBrownianPath(shape=(d,), key=k)
+    bm = GridBrownianPath(k, 0.0, (T - t0) / n_steps, n_steps, (d,), x.dtype)  # reverse time tau = T - t
     y0 = jnp.concatenate([x, jnp.asarray(lp(x), x.dtype)[None]])
     saveat = diffrax.SaveAt(t1=True) if taus is None else diffrax.SaveAt(t1=True, ts=taus)
     sol = diffrax.diffeqsolve(_AugmentedTerm(score, bm, sde), diffrax.Euler(), 0.0, T - t0, (T - t0) / n_steps, y0,

@@ -19,7 +19,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_points, check_positive_int, check_real, check_t0
-from ._engine import diagnose_score, front_door, map_points
+from ._engine import GridBrownianPath, diagnose_score, front_door, map_points
 from .estimate import Samples
 from .sde import LinearSDE, check_sde
 
@@ -39,7 +39,7 @@ def _one(score, sde, n_steps, x, k, lam, t0):
     def diff(tau, x, _):
         return lx.DiagonalLinearOperator(jnp.sqrt(1 - lam) * sde.diffusion(T - tau) * jnp.ones_like(x))
 
-    bm = diffrax.UnsafeBrownianPath(shape=x.shape, key=k)
+    bm = GridBrownianPath(k, 0.0, (T - t0) / n_steps, n_steps, x.shape, x.dtype)  # reverse time tau = T - t
     terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diff, bm))
     sol = diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, T - t0, (T - t0) / n_steps, x,
                               max_steps=n_steps + 2, adjoint=diffrax.DirectAdjoint())
