@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._checks import check_option, check_positive_int, check_t0
+from ._checks import check_option, check_positive_int, check_shape, check_t0
 from ._engine import Front, GridBrownianPath, diagnose_score, front_door, map_points, probe_times
 from .elbo import elbo
 from .estimate import Estimate, SamplePath, Samples, make_probes, value_and_divergence
@@ -201,9 +201,9 @@ def sample_with_log_prob(score: Callable, sde: LinearSDE, key, shape, *, n_steps
     n_steps = check_positive_int(n_steps, "n_steps")
     t0 = check_t0(t0, sde.T)
     check_option(scheme, ("euler", "milstein"), "scheme")
+    save_at = _check_save_at(save_at, scheme, t0, float(sde.T), jnp.result_type(float))
     front = front_door(score, sde, shape=shape, key=key, key_required=True, times=probe_times(sde, t0),
                        prior_log_prob=prior_log_prob, batch_size=batch_size)
-    save_at = _check_save_at(save_at, scheme, t0, float(sde.T), front.dtype)
     return _sample_augmented(front, _prior(front, sde), sde, front.key, n_steps, t0, scheme, save_at)
 
 
@@ -343,10 +343,10 @@ def sde_bias_diagnostics(score: Callable, sde: LinearSDE, key, shape, *, n_steps
     for bad in ("key", "t0", "x"):
         if ode_kwargs and bad in ode_kwargs:
             raise ValueError(f"ode_kwargs must not set {bad!r} (sde_bias_diagnostics sets it)")
+    if check_shape(shape, "shape")[0] < 2:
+        raise ValueError(f"shape must hold at least 2 samples for a standard error, got {shape}")
     front = front_door(score, sde, shape=shape, key=key, key_required=True, times=probe_times(sde, t0),
                        batch_size=batch_size)
-    if front.n < 2:
-        raise ValueError(f"shape must hold at least 2 samples for a standard error, got {shape}")
     ks, ke, ko = jax.random.split(front.key, 3)
     smp = _sample_augmented(front, sde.prior_log_prob, sde, ks, n_steps, t0, "euler", None)
     lb = elbo(score, sde, smp.x, key=ke, n_times=n_times, t0=t0).value

@@ -18,7 +18,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_points, check_positive_int, check_real, check_t0
+from ._checks import check_points, check_positive_int, check_real, check_shape, check_t0
 from ._engine import GridBrownianPath, diagnose_score, front_door, map_points
 from .estimate import Samples
 from .sde import LinearSDE, check_sde
@@ -89,10 +89,10 @@ def reverse_sde_sample(
     if x_T is not None:
         x_T = check_points(x_T, "x_T")
         dtype = x_T.dtype
+        if tuple(x_T.shape) != check_shape(shape, "shape"):
+            raise ValueError(f"x_T must have shape {check_shape(shape, 'shape')}, got {tuple(x_T.shape)}")
     front = front_door(score, sde, shape=shape, key=key, key_required=True, batch_size=batch_size, dtype=dtype,
                        times=times[[0, 16, 32]])
-    if x_T is not None and tuple(x_T.shape) != (front.n,) + tuple(front.event_shape):
-        raise ValueError(f"x_T must have shape {(front.n,) + tuple(front.event_shape)}, got {tuple(x_T.shape)}")
     kx, kb = jax.random.split(front.key)
     x_T = (sde.prior_sample(kx, (front.n, front.dim)).astype(front.dtype) if x_T is None
            else jnp.reshape(x_T, (front.n, -1)))

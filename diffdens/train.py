@@ -127,7 +127,9 @@ def fit_score(
     t0 = check_t0(t0, sde.T)  # strictly inside (0, T): log-SNR(0) is infinite, and t0 = T leaves nothing to train
     check_bool(cache, "cache")
     check_bool(progress, "progress")
-    data = check_points(data, "data")  # shape (N, D), N >= 1, D >= 1, finite
+    data = check_points(data, "data")  # N >= 1 points, finite
+    if data.ndim != 2:
+        raise ValueError(f"data must have shape (N, D) for the MLP score network, got shape {data.shape}")
     N, D = data.shape
     sizes = check_net_sizes(D, hidden, depth, n_features)
     hidden, depth, n_features = sizes["hidden"], sizes["depth"], sizes["n_features"]
