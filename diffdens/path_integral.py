@@ -121,7 +121,8 @@ def path_integral_log_prob(
         t0: the lower time end in (0, T).
         importance_sampling: s with density g^2 / sigma_s^2 instead of uniform.
         linear_term: ``"auto"``, ``"sampled"`` or ``"mean"`` (see above).
-        chunk_size: throws per chunk (default min(n_throws, 4096)).
+        chunk_size: throws per chunk (default min(n_throws, 4096)); the value does not depend on it (each throw draws
+            from the point key folded with its index).
         batch_size: points per compiled chunk (default: 65536 score evaluations at a time).
         prior_log_prob: log pi(y) of one point (a scalar), replacing the closed-form Gaussian prior term
             (:meth:`LinearSDE.expected_prior_log_prob`) by a Monte Carlo average over y_T ~ p(y_T | x).
@@ -150,18 +151,22 @@ def path_integral_log_prob(
 
 
 def _throw_values(score, sde, control, t0, is_, mean_term, prior_log_prob, x, keys, m):
-    """(B, m) single-throw estimates of the bound for a batch of points x (B, D) with per-point keys (B,).
+    """(B, m) single-throw estimates of the bound for a batch of points x (B, D) with per-throw keys (B, m).
 
-    The draws are made per point (so a point's throws do not depend on its batch); the score is evaluated on the
-    flattened (B m, D) batch, one large matmul per layer rather than B small ones (about 2x faster on CPU)."""
+    Each throw draws from its own key (the point key folded with the throw's global index), so a throw's value does
+    not depend on the point batch nor on the throw chunk; the score is evaluated on the flattened (B m, D) batch,
+    one large matmul per layer rather than B small ones (about 2x faster on CPU)."""
     b, d = x.shape
 
-    def draw(xx, k):
+    def draw_one(xx, k):
         kt, ke, kT = jax.random.split(k, 3)
-        t, w = sample_times(sde, kt, (m,), t0=t0, importance_sampling=is_, dtype=xx.dtype)
+        t, w = sample_times(sde, kt, (), t0=t0, importance_sampling=is_, dtype=xx.dtype)
         alpha, sigma = sde.marginal(t)
-        eps = jax.random.normal(ke, (m, d), xx.dtype)
-        return t, w, sigma, eps, alpha[:, None] * xx + sigma[:, None] * eps, kT
+        eps = jax.random.normal(ke, (d,), xx.dtype)
+        return t, w, sigma, eps, alpha * xx + sigma * eps, kT
+
+    def draw(xx, ks):
+        return jax.vmap(lambda k: draw_one(xx, k))(ks)
 
     t, w, sigma, eps, y, kT = jax.vmap(draw)(x, keys)
     g2, f = sde.g2(t), sde.f(t)
@@ -179,7 +184,7 @@ def _throw_values(score, sde, control, t0, is_, mean_term, prior_log_prob, x, ke
         prior = sde.expected_prior_log_prob(x)[:, None]
     else:
         aT, sT = sde.marginal(jnp.asarray(sde.T, x.dtype))
-        yT = aT * x[:, None, :] + sT * jax.vmap(lambda k: jax.random.normal(k, (m, d), x.dtype))(kT)
+        yT = aT * x[:, None, :] + sT * jax.vmap(jax.vmap(lambda k: jax.random.normal(k, (d,), x.dtype)))(kT)
         prior = jax.vmap(prior_log_prob)(yT.reshape(b * m, d)).reshape(b, m)
     return prior - w * h
 
@@ -219,9 +224,10 @@ def path_integral_kernel(score, sde, x, keys, t0, *, n_throws, chunk, control, i
 
     def batch(xb, kb):
         def body(carry, i):
-            vals = _throw_values(score, sde, control, t0, is_, mean_term, prior_log_prob, xb,
-                                 jax.vmap(lambda k: jax.random.fold_in(k, i))(kb), chunk)
-            mask = (i * chunk + jnp.arange(chunk)) < n_throws
+            idx = i * chunk + jnp.arange(chunk)  # global throw indices: a throw's key does not depend on chunk
+            throw_keys = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(idx))(kb)
+            vals = _throw_values(score, sde, control, t0, is_, mean_term, prior_log_prob, xb, throw_keys, chunk)
+            mask = idx < n_throws
             cnt = jnp.sum(mask).astype(xb.dtype)
             mean = jnp.sum(jnp.where(mask, vals, 0.0), -1) / cnt
             m2 = jnp.sum(jnp.where(mask, (vals - mean[:, None]) ** 2, 0.0), -1)
