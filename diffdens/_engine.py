@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_key, check_points, check_positive_int, check_shape
-from .sde import check_sde
+from .sde import LinearSDE, check_sde
 
 
 class BoundScore(eqx.Module):
@@ -252,6 +252,26 @@ class Front(NamedTuple):
                             f"{what} is non-finite: the score returned NaN/inf, or the computation overflowed")
 
 
+def score_sde(score):
+    """The SDE a score carries, or None: ``score.sde`` (an adapter, a :class:`~diffdens.DiffusedMixture`) or
+    ``score.__self__.sde`` (a bound method such as ``model.score`` or ``p.score``)."""
+    for obj in (score, getattr(score, "__self__", None)):
+        s = getattr(obj, "sde", None) if obj is not None else None
+        if isinstance(s, LinearSDE):
+            return s
+    return None
+
+
+def check_score_sde(score, sde, name: str = "score"):
+    """Raise ``ValueError`` naming ``sde`` when the score carries an SDE other than ``sde``: a model trained (or an
+    adapter built) for one SDE is the wrong score under another. To use it anyway on purpose, wrap it
+    (``lambda x, t: model.score(x, t)`` or ``jax.tree_util.Partial(model.score)``), which hides its SDE."""
+    own = score_sde(score)
+    if own is not None and own != sde:
+        raise ValueError(f"sde: the {name} was built for {own!r} but sde is {sde!r}; pass the SDE the {name} was "
+                         f"trained for (or wrap the {name}, e.g. lambda x, t: model.score(x, t), to use it anyway)")
+
+
 def front_door(score, sde, x=None, *, shape=None, key=None, key_required: bool = False, times=None,
                prior_log_prob=None, batch_size=None, score_name: str = "score", x_name: str = "x",
                dtype=None) -> Front:
@@ -259,7 +279,9 @@ def front_door(score, sde, x=None, *, shape=None, key=None, key_required: bool =
 
     Arguments:
         score: the score callable, ``score(x, t)`` on one point of the event shape.
-        sde: a :class:`diffdens.LinearSDE`.
+        sde: a :class:`diffdens.LinearSDE`; a score that carries its own SDE (an adapter, ``model.score``, a
+            mixture's ``p.score``) must carry this one (else ``ValueError`` naming ``sde``; wrap the score in a
+            lambda or ``jax.tree_util.Partial`` to opt out).
         x: the points (n, *event_shape) of an estimator; or ``shape`` (n, *event_shape) of a sampler.
         key: a PRNG key; required when ``key_required``.
         times: probe times at which an eager call evaluates the score once before compiled work (None: no probe).
@@ -279,6 +301,7 @@ def front_door(score, sde, x=None, *, shape=None, key=None, key_required: bool =
     if key is not None or key_required:
         key = check_key(key)
     batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size")
+    check_score_sde(score, sde, score_name)
     score = traced_score(score, score_name)
     check_score(score, event_shape, dt, score_name)
     prior = None
