@@ -34,6 +34,51 @@ from ._checks import check_key, check_points, check_positive_int, check_shape
 from .sde import LinearSDE, check_sde
 
 
+PRIOR_MISMATCH_NATS = 0.1  # mean KL(N(alpha_T x, sigma_T^2 I) || prior) per point above which an estimator warns
+
+
+class PriorMismatchWarning(UserWarning):
+    """The prior at T is far from p_T for these points: the mean of :meth:`LinearSDE.prior_mismatch` (an upper
+    bound on what starting from the prior instead of p_T costs, in nats per point) exceeds 0.1 nats. Pass
+    ``prior_log_prob`` (e.g. the exact log p_T) or use an SDE that reaches its prior.
+
+    Arguments:
+        message: the warning text (str).
+    """
+
+
+class SingleSampleWarning(UserWarning):
+    """An estimate's standard error is NaN because it is made from one Monte Carlo sample (``n_times=1``,
+    ``n_throws=1``, ``Hutchinson(n_probes=1)``, ...): a spread needs at least two.
+
+    Arguments:
+        message: the warning text (str).
+    """
+
+
+def warn_single_sample(count: int, name: str, stacklevel: int = 3):
+    """Warn (:class:`SingleSampleWarning`) that the stderr is NaN when ``count`` (the argument ``name``) is 1."""
+    if count == 1:
+        import warnings
+
+        warnings.warn(f"{name}=1: one sample per point, so the stderr is NaN (use {name} >= 2 for an error bar)",
+                      SingleSampleWarning, stacklevel=stacklevel)
+
+
+def warn_prior_mismatch(front: "Front", sde, stacklevel: int = 3):
+    """Eagerly, without ``prior_log_prob``: warn (:class:`PriorMismatchWarning`) when the mean
+    ``sde.prior_mismatch(x)`` over the points exceeds :data:`PRIOR_MISMATCH_NATS` (cheap: closed form)."""
+    if not front.eager or front.prior is not None or front.x is None:
+        return
+    m = float(jnp.mean(sde.prior_mismatch(front.x)))
+    if m > PRIOR_MISMATCH_NATS:
+        import warnings
+
+        warnings.warn(f"sde: the prior at T is far from p_T for these points (mean sde.prior_mismatch(x) = {m:.3g} "
+                      f"nats > {PRIOR_MISMATCH_NATS}); log p(x) may be off by up to that much. Pass prior_log_prob "
+                      "or use an SDE whose p_T reaches its prior.", PriorMismatchWarning, stacklevel=stacklevel)
+
+
 class BoundScore(eqx.Module):
     """``getattr(obj, name)`` as a pytree: ``obj`` (a model or mixture registered as a pytree) is traced."""
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_bool, check_option, check_positive_int, check_real, check_t0
-from ._engine import check_callable, diagnose_score, front_door, map_points, probe_times
+from ._engine import check_callable, diagnose_score, front_door, map_points, probe_times, warn_prior_mismatch
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .options import Divergence, Hutchinson, check_divergence
 from .sde import LinearSDE, check_sde
@@ -90,6 +90,7 @@ def elbo(
     times = probe_times(sde, t0)
     front = front_door(score, sde, x, key=key, key_required=True, times=times, prior_log_prob=prior_log_prob,
                        batch_size=batch_size)
+    warn_prior_mismatch(front, sde)
     batch_size = front.batch_size
     if batch_size is None:
         per = front.dim if form == "ism" and hutch is None else (hutch.n_probes if form == "ism" else 1)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_key, check_t0
-from ._engine import Front, front_door, probe_times
+from ._engine import Front, front_door, probe_times, warn_prior_mismatch
 from .estimate import Estimate, Samples
 from .flow import DEFAULT_BATCH_SIZE, run_flow
 from .options import Divergence, SolveOptions, check_divergence, check_solve
@@ -125,6 +125,7 @@ def ode_log_prob(
         out of ``max_steps`` raises RuntimeError; under jit/vmap/grad both raise at run time (equinox.error_if).
     """
     front, hutch, t0, solve, keys = _front(score, sde, x, key, divergence, t0, solve, batch_size, prior_log_prob)
+    warn_prior_mismatch(front, sde)
     x_T, delta, nfe = _encode(front, sde, keys, t0, solve, hutch)
     prior = front.finite(_prior_values(front.prior, sde, x_T), what="prior_log_prob(x_T)")
     if hutch is None:

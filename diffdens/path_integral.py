@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_bool, check_option, check_positive_int, check_t0
-from ._engine import diagnose_score, front_door, probe_times, traced_score
+from ._engine import diagnose_score, front_door, probe_times, traced_score, warn_prior_mismatch
 from .estimate import Estimate, sample_times
 from .sde import LinearSDE, check_sde
 
@@ -141,6 +141,7 @@ def path_integral_log_prob(
     times = probe_times(sde, t0)
     front = front_door(_resolve_control(score, control), sde, x, key=key, key_required=True, times=times,
                        prior_log_prob=prior_log_prob, batch_size=batch_size)
+    warn_prior_mismatch(front, sde)
     batch_size = front.batch_size if front.batch_size is not None else max(1, EVALS_PER_CALL // chunk)
     mean_term = linear_term == "mean" or (linear_term == "auto" and not is_)
     est = path_integral_kernel(front.score, sde, front.x, front.point_keys(), jnp.asarray(t0, front.dtype),
