@@ -199,18 +199,31 @@ def _cached_eval_shape(fn, args, what, check: Callable) -> None:
         _SHAPE_OK[key] = True
 
 
-def check_score(score: Callable, event_shape: tuple, dtype, name: str = "score") -> None:
+def _declared_dim(score):
+    """The point dimension a score declares (``dim`` of a model, adapter or its ``net``), or None."""
+    for obj in (score, getattr(score, "__self__", None), getattr(score, "obj", None)):
+        for o in (obj, getattr(obj, "net", None)):
+            d = getattr(o, "dim", None) if o is not None else None
+            if isinstance(d, int) and not isinstance(d, bool):
+                return d
+    return None
+
+
+def check_score(score: Callable, event_shape: tuple, dtype, name: str = "score", x_name: str = "x") -> None:
     """``score`` maps one point of shape ``event_shape`` and a scalar time to a floating array of that shape
     (checked abstractly with ``jax.eval_shape``, cached: a repeated call traces nothing)."""
     ev = tuple(event_shape)
     args = (jax.ShapeDtypeStruct(ev, dtype), jax.ShapeDtypeStruct((), dtype))
 
     def check(fn, a):
+        dim = _declared_dim(fn)
+        if dim is not None and ev != (dim,):
+            raise ValueError(f"{x_name} has event shape {ev}, the {name} expects ({dim},)")
         try:
             out = jax.eval_shape(fn, *a)
         except Exception as e:  # noqa: BLE001 - any failure to trace is the score's
-            raise ValueError(f"{name} could not be evaluated on one point of shape {ev} and a scalar t: "
-                             f"{type(e).__name__}: {e}") from e
+            raise ValueError(f"{name} could not be evaluated on one point of {x_name}'s event shape {ev} and a scalar "
+                             f"t (does the {name} expect another shape?): {type(e).__name__}: {e}") from e
         if not hasattr(out, "shape") or tuple(out.shape) != ev or not jnp.issubdtype(out.dtype, jnp.floating):
             got = f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape") else type(out).__name__
             raise ValueError(f"{name}(x, t) must return a floating array of the point's shape {ev} for x of shape "
@@ -348,7 +361,7 @@ def front_door(score, sde, x=None, *, shape=None, key=None, key_required: bool =
     batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size")
     check_score_sde(score, sde, score_name)
     score = traced_score(score, score_name)
-    check_score(score, event_shape, dt, score_name)
+    check_score(score, event_shape, dt, score_name, x_name if x is not None else "shape")
     prior = None
     if prior_log_prob is not None:
         prior = traced_score(prior_log_prob, "prior_log_prob")

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_bool, check_option, check_positive_int, check_t0
-from ._engine import diagnose_score, front_door, probe_times, traced_score, warn_prior_mismatch
+from ._engine import diagnose_score, front_door, probe_times, traced_score, warn_prior_mismatch, warn_single_sample
 from .estimate import Estimate, sample_times
 from .sde import LinearSDE, check_sde
 
@@ -116,7 +116,7 @@ def path_integral_log_prob(
         sde: the forward SDE.
         x: the points, shape (n, *event_shape).
         key: PRNG key (required).
-        n_throws: draws of (s, y_s) per point (one throw gives a NaN stderr).
+        n_throws: draws of (s, y_s) per point (one throw gives a NaN stderr, with a :class:`diffdens.SingleSampleWarning`).
         control: ``"score"`` or ``"entropy"`` (eq. 2.6).
         t0: the lower time end in (0, T).
         importance_sampling: s with density g^2 / sigma_s^2 instead of uniform.
@@ -132,6 +132,7 @@ def path_integral_log_prob(
     """
     check_sde(sde)
     n_throws = check_positive_int(n_throws, "n_throws")
+    warn_single_sample(n_throws, "n_throws")
     check_option(control, CONTROLS, "control")
     check_option(linear_term, LINEAR_TERMS, "linear_term")
     is_ = check_bool(importance_sampling, "importance_sampling")
