@@ -4,6 +4,7 @@ A *score* is any callable ``score(x, t)`` taking one point x of the event shape 
 t. Every estimator and sampler works eagerly and under ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
 """
 
+from ._engine import PriorMismatchWarning, SingleSampleWarning
 from .adapters import from_discrete_timesteps, score_from_denoiser, score_from_eps, score_from_velocity
 from .augmented import BiasDiagnostics, ForwardAugmented, augmented_forward, sample_with_log_prob, sde_bias_diagnostics
 from .checkpoint import load_model, save_model
@@ -28,6 +29,8 @@ from . import adapters, book, datasets, testing
 __version__ = "0.1.0"
 
 __all__ = [
+    "PriorMismatchWarning",
+    "SingleSampleWarning",
     "from_discrete_timesteps",
     "score_from_denoiser",
     "score_from_eps",

@@ -32,7 +32,52 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_key, check_points, check_positive_int, check_shape
-from .sde import check_sde
+from .sde import LinearSDE, check_sde
+
+
+PRIOR_MISMATCH_NATS = 0.1  # mean KL(N(alpha_T x, sigma_T^2 I) || prior) per point above which an estimator warns
+
+
+class PriorMismatchWarning(UserWarning):
+    """The prior at T is far from p_T for these points: the mean of :meth:`LinearSDE.prior_mismatch` (an upper
+    bound on what starting from the prior instead of p_T costs, in nats per point) exceeds 0.1 nats. Pass
+    ``prior_log_prob`` (e.g. the exact log p_T) or use an SDE that reaches its prior.
+
+    Arguments:
+        message: the warning text (str).
+    """
+
+
+class SingleSampleWarning(UserWarning):
+    """An estimate's standard error is NaN because it is made from one Monte Carlo sample (``n_times=1``,
+    ``n_throws=1``, ``Hutchinson(n_probes=1)``, ...): a spread needs at least two.
+
+    Arguments:
+        message: the warning text (str).
+    """
+
+
+def warn_single_sample(count: int, name: str, stacklevel: int = 3):
+    """Warn (:class:`SingleSampleWarning`) that the stderr is NaN when ``count`` (the argument ``name``) is 1."""
+    if count == 1:
+        import warnings
+
+        warnings.warn(f"{name}=1: one sample per point, so the stderr is NaN (use {name} >= 2 for an error bar)",
+                      SingleSampleWarning, stacklevel=stacklevel)
+
+
+def warn_prior_mismatch(front: "Front", sde, stacklevel: int = 3):
+    """Eagerly, without ``prior_log_prob``: warn (:class:`PriorMismatchWarning`) when the mean
+    ``sde.prior_mismatch(x)`` over the points exceeds :data:`PRIOR_MISMATCH_NATS` (cheap: closed form)."""
+    if not front.eager or front.prior is not None or front.x is None:
+        return
+    m = float(jnp.mean(sde.prior_mismatch(front.x)))
+    if m > PRIOR_MISMATCH_NATS:
+        import warnings
+
+        warnings.warn(f"sde: the prior at T is far from p_T for these points (mean sde.prior_mismatch(x) = {m:.3g} "
+                      f"nats > {PRIOR_MISMATCH_NATS}); log p(x) may be off by up to that much. Pass prior_log_prob "
+                      "or use an SDE whose p_T reaches its prior.", PriorMismatchWarning, stacklevel=stacklevel)
 
 
 class BoundScore(eqx.Module):
@@ -155,18 +200,31 @@ def _cached_eval_shape(fn, args, what, check: Callable) -> None:
         _SHAPE_OK[key] = True
 
 
-def check_score(score: Callable, event_shape: tuple, dtype, name: str = "score") -> None:
+def _declared_dim(score):
+    """The point dimension a score declares (``dim`` of a model, adapter or its ``net``), or None."""
+    for obj in (score, getattr(score, "__self__", None), getattr(score, "obj", None)):
+        for o in (obj, getattr(obj, "net", None)):
+            d = getattr(o, "dim", None) if o is not None else None
+            if isinstance(d, int) and not isinstance(d, bool):
+                return d
+    return None
+
+
+def check_score(score: Callable, event_shape: tuple, dtype, name: str = "score", x_name: str = "x") -> None:
     """``score`` maps one point of shape ``event_shape`` and a scalar time to a floating array of that shape
     (checked abstractly with ``jax.eval_shape``, cached: a repeated call traces nothing)."""
     ev = tuple(event_shape)
     args = (jax.ShapeDtypeStruct(ev, dtype), jax.ShapeDtypeStruct((), dtype))
 
     def check(fn, a):
+        dim = _declared_dim(fn)
+        if dim is not None and ev != (dim,):
+            raise ValueError(f"{x_name} has event shape {ev}, the {name} expects ({dim},)")
         try:
             out = jax.eval_shape(fn, *a)
         except Exception as e:  # noqa: BLE001 - any failure to trace is the score's
-            raise ValueError(f"{name} could not be evaluated on one point of shape {ev} and a scalar t: "
-                             f"{type(e).__name__}: {e}") from e
+            raise ValueError(f"{name} could not be evaluated on one point of {x_name}'s event shape {ev} and a scalar "
+                             f"t (does the {name} expect another shape?): {type(e).__name__}: {e}") from e
         if not hasattr(out, "shape") or tuple(out.shape) != ev or not jnp.issubdtype(out.dtype, jnp.floating):
             got = f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape") else type(out).__name__
             raise ValueError(f"{name}(x, t) must return a floating array of the point's shape {ev} for x of shape "
@@ -253,6 +311,26 @@ class Front(NamedTuple):
                             f"{what} is non-finite: the score returned NaN/inf, or the computation overflowed")
 
 
+def score_sde(score):
+    """The SDE a score carries, or None: ``score.sde`` (an adapter, a :class:`~diffdens.DiffusedMixture`) or
+    ``score.__self__.sde`` (a bound method such as ``model.score`` or ``p.score``)."""
+    for obj in (score, getattr(score, "__self__", None)):
+        s = getattr(obj, "sde", None) if obj is not None else None
+        if isinstance(s, LinearSDE):
+            return s
+    return None
+
+
+def check_score_sde(score, sde, name: str = "score"):
+    """Raise ``ValueError`` naming ``sde`` when the score carries an SDE other than ``sde``: a model trained (or an
+    adapter built) for one SDE is the wrong score under another. To use it anyway on purpose, wrap it
+    (``lambda x, t: model.score(x, t)`` or ``jax.tree_util.Partial(model.score)``), which hides its SDE."""
+    own = score_sde(score)
+    if own is not None and own != sde:
+        raise ValueError(f"sde: the {name} was built for {own!r} but sde is {sde!r}; pass the SDE the {name} was "
+                         f"trained for (or wrap the {name}, e.g. lambda x, t: model.score(x, t), to use it anyway)")
+
+
 def front_door(score, sde, x=None, *, shape=None, key=None, key_required: bool = False, times=None,
                prior_log_prob=None, batch_size=None, score_name: str = "score", x_name: str = "x",
                dtype=None) -> Front:
@@ -260,7 +338,9 @@ def front_door(score, sde, x=None, *, shape=None, key=None, key_required: bool =
 
     Arguments:
         score: the score callable, ``score(x, t)`` on one point of the event shape.
-        sde: a :class:`diffdens.LinearSDE`.
+        sde: a :class:`diffdens.LinearSDE`; a score that carries its own SDE (an adapter, ``model.score``, a
+            mixture's ``p.score``) must carry this one (else ``ValueError`` naming ``sde``; wrap the score in a
+            lambda or ``jax.tree_util.Partial`` to opt out).
         x: the points (n, *event_shape) of an estimator; or ``shape`` (n, *event_shape) of a sampler.
         key: a PRNG key; required when ``key_required``.
         times: probe times at which an eager call evaluates the score once before compiled work (None: no probe).
@@ -280,8 +360,9 @@ def front_door(score, sde, x=None, *, shape=None, key=None, key_required: bool =
     if key is not None or key_required:
         key = check_key(key)
     batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size")
+    check_score_sde(score, sde, score_name)
     score = traced_score(score, score_name)
-    check_score(score, event_shape, dt, score_name)
+    check_score(score, event_shape, dt, score_name, x_name if x is not None else "shape")
     prior = None
     if prior_log_prob is not None:
         prior = traced_score(prior_log_prob, "prior_log_prob")

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_bool, check_option, check_positive_int, check_real, check_t0
-from ._engine import check_callable, diagnose_score, front_door, map_points, probe_times
+from ._engine import check_callable, diagnose_score, front_door, map_points, probe_times, warn_prior_mismatch, warn_single_sample
 from .estimate import Estimate, make_probes, sample_times, value_and_divergence
 from .options import Divergence, Hutchinson, check_divergence
 from .sde import LinearSDE, check_sde
@@ -62,7 +62,7 @@ def elbo(
         sde: the forward SDE.
         x: the points, shape (n, *event_shape).
         key: PRNG key (required): per point, ``n_times`` draws of (t, x_t).
-        n_times: time samples per point.
+        n_times: time samples per point (one gives a NaN stderr, with a :class:`diffdens.SingleSampleWarning`).
         form: ``"dsm"`` (denoising form, no derivative of the score) or ``"ism"`` (implicit score matching form,
             with the divergence of the score).
         importance_sampling: draw t with density proportional to g^2 / sigma_t^2 (the log-SNR uniform; Song et al.
@@ -83,6 +83,7 @@ def elbo(
     check_option(form, FORMS, "form")
     hutch = check_divergence(divergence)
     n_times = check_positive_int(n_times, "n_times")
+    warn_single_sample(n_times, "n_times")
     is_ = check_bool(importance_sampling, "importance_sampling")
     eps_corr = check_bool(eps_correction, "eps_correction")
     n_corr = check_positive_int(min(n_times, 32) if n_correction is None else n_correction, "n_correction")
@@ -90,6 +91,7 @@ def elbo(
     times = probe_times(sde, t0)
     front = front_door(score, sde, x, key=key, key_required=True, times=times, prior_log_prob=prior_log_prob,
                        batch_size=batch_size)
+    warn_prior_mismatch(front, sde)
     batch_size = front.batch_size
     if batch_size is None:
         per = front.dim if form == "ism" and hutch is None else (hutch.n_probes if form == "ism" else 1)

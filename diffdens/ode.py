@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_key, check_t0
-from ._engine import Front, front_door, probe_times
+from ._engine import Front, front_door, probe_times, warn_prior_mismatch, warn_single_sample
 from .estimate import Estimate, Samples
 from .flow import DEFAULT_BATCH_SIZE, run_flow
 from .options import Divergence, SolveOptions, check_divergence, check_solve
@@ -113,7 +113,7 @@ def ode_log_prob(
         t0: the start time in (0, T).
         divergence: ``"exact"`` (D Jacobian-vector products per evaluation, ``stderr`` None) or
             :class:`diffdens.Hutchinson` (fixed probes per point along the whole path (Grathwohl et al. 2019); value
-            the mean over probes, stderr their standard error, NaN for one probe).
+            the mean over probes, stderr their standard error, NaN for one probe, with a :class:`diffdens.SingleSampleWarning`).
         solve: :class:`diffdens.SolveOptions` (tolerances, solver, ``max_steps``, adjoint for gradients).
         prior_log_prob: log pi(y) of one point y of shape ``event_shape`` (a scalar), replacing
             ``sde.prior_log_prob`` (e.g. the exact log p_T in tests).
@@ -125,6 +125,9 @@ def ode_log_prob(
         out of ``max_steps`` raises RuntimeError; under jit/vmap/grad both raise at run time (equinox.error_if).
     """
     front, hutch, t0, solve, keys = _front(score, sde, x, key, divergence, t0, solve, batch_size, prior_log_prob)
+    warn_prior_mismatch(front, sde)
+    if hutch is not None:
+        warn_single_sample(hutch.n_probes, "n_probes")
     x_T, delta, nfe = _encode(front, sde, keys, t0, solve, hutch)
     prior = front.finite(_prior_values(front.prior, sde, x_T), what="prior_log_prob(x_T)")
     if hutch is None:

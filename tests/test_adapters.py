@@ -137,3 +137,21 @@ def test_two_networks_of_one_architecture_compile_once():
         apply(dd.score_from_velocity(nets[1], sde), x)
         apply(dd.score_from_eps(nets[1], sde), x)  # another adapter type: its own compilation
     assert c.n == 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda s, sde, x, k: dd.ode_log_prob(s, sde, x),
+    lambda s, sde, x, k: dd.elbo(s, sde, x, key=k, n_times=8),
+    lambda s, sde, x, k: dd.path_integral_log_prob(s, sde, x, key=k, n_throws=8),
+    lambda s, sde, x, k: dd.sample_with_log_prob(s, sde, k, (2, 3), n_steps=4),
+], ids=["ode_log_prob", "elbo", "path_integral_log_prob", "sample_with_log_prob"])
+def test_score_built_for_another_sde_raises(call):
+    """Issue 27 item 3: an eps-model of VP under CosineVPSDE raises naming sde; the matching SDE runs; wrapping the
+    score opts out."""
+    vp, cos = dd.VPSDE(), dd.CosineVPSDE()
+    s = dd.score_from_eps(lambda x, t: 0.5 * x, vp)
+    x, k = jnp.ones((2, 3)) * 0.3, jax.random.key(0)
+    with pytest.raises(ValueError, match="sde"):
+        call(s, cos, x, k)
+    call(s, vp, x, k)
+    call(lambda y, t: s(y, t), cos, x, k)

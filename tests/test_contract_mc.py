@@ -65,6 +65,16 @@ def test_chunked_equals_unchunked(name):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=2e-6, atol=1e-6)
 
 
+def test_path_integral_independent_of_throw_chunks():
+    """Issue 27 item 8: each throw's key is the point key folded with the throw's global index, so the throw chunk
+    (and the point batch) is a memory setting only: same key, same value up to float rounding."""
+    ref = _call("path_integral_log_prob", n_throws=96, chunk_size=96)
+    for chunk, batch in [(32, None), (40, None), (7, 2), (1000, 3)]:
+        e = _call("path_integral_log_prob", n_throws=96, chunk_size=chunk, batch_size=batch)
+        np.testing.assert_allclose(np.asarray(e.value), np.asarray(ref.value), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(e.stderr), np.asarray(ref.stderr), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["elbo", "path_integral_log_prob", "hvae_elbo", "kl_divergence"])
 def test_one_compilation_per_architecture(name):
     m1, m2 = two_models()

@@ -37,6 +37,26 @@ def check_sde(sde) -> "LinearSDE":
     return sde
 
 
+def coerce_real_fields(sde) -> None:
+    """Check that each float/int field of a frozen dataclass SDE (annotated ``float``, ``int`` or
+    ``Optional[float]``) is a real number, raising ``TypeError`` naming the field (e.g. ``beta_min="0.1"``), and store
+    numpy scalars (``np.float32(1.0)``) as Python numbers, so equal SDEs hash equal."""
+    import dataclasses
+    import numbers
+
+    for f in dataclasses.fields(sde):
+        ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if ann not in ("float", "int", "Optional[float]"):
+            continue
+        v = getattr(sde, f.name)
+        if v is None and ann == "Optional[float]":
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{type(sde).__name__}: {f.name} must be a real number, got {v!r} "
+                            f"({type(v).__name__})")
+        object.__setattr__(sde, f.name, int(v) if ann == "int" and isinstance(v, numbers.Integral) else float(v))
+
+
 class LinearSDE(ABC):
     """Abstract base of every SDE: dx = f(t) x dt + g(t) dW with p(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I).
 

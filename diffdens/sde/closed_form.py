@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from .base import LinearSDE
+from .base import LinearSDE, coerce_real_fields
 
 
 def _vp_beta_integral(beta_min, beta_max, t):
@@ -32,6 +32,7 @@ class _LinearBetaSDE(LinearSDE):
     T: float = 1.0
 
     def __post_init__(self):
+        coerce_real_fields(self)
         if not (0 < self.beta_min <= self.beta_max < math.inf) or not 0 < self.T < math.inf:
             raise ValueError(f"{type(self).__name__} needs 0 < beta_min <= beta_max and T > 0, got {self}")
 
@@ -118,6 +119,7 @@ class VESDE(LinearSDE):
     T: float = 1.0
 
     def __post_init__(self):
+        coerce_real_fields(self)
         if not (0 < self.sigma_min < self.sigma_max < math.inf) or not 0 < self.T < math.inf:
             raise ValueError(f"VESDE needs 0 < sigma_min < sigma_max and T > 0, got {self}")
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import LinearSDE
+from .base import LinearSDE, coerce_real_fields
 
 
 def _elementwise(fn):
@@ -188,6 +188,7 @@ class CustomSDE(ScheduleSDE):
     prior_scale: Optional[float] = None
 
     def __post_init__(self):
+        coerce_real_fields(self)
         for nm in ("alpha_fn", "sigma_fn"):
             if not callable(getattr(self, nm)):
                 raise TypeError(f"{nm[:-3]} must be a callable of t, got {type(getattr(self, nm)).__name__}")
@@ -218,6 +219,7 @@ class CosineVPSDE(ScheduleSDE):
     T: float = 0.995
 
     def __post_init__(self):
+        coerce_real_fields(self)
         if not (0 < self.s < 1) or not (0 < self.T < 1):
             raise ValueError(f"CosineVPSDE needs 0 < s < 1 and 0 < T < 1, got {self}")
         self.validate("CosineVPSDE")
@@ -261,6 +263,7 @@ class EDMSDE(ScheduleSDE):
     sigma_max: float = 80.0
 
     def __post_init__(self):
+        coerce_real_fields(self)
         if not (0 < self.sigma_min < self.sigma_max < math.inf):
             raise ValueError(f"EDMSDE needs 0 < sigma_min < sigma_max < inf, got {self}")
         self._set_prior_std(self.sigma_max)
@@ -303,6 +306,7 @@ class RectifiedFlowSDE(ScheduleSDE):
     T: float = 0.99
 
     def __post_init__(self):
+        coerce_real_fields(self)
         if not (0 < self.T < 1):
             raise ValueError(f"RectifiedFlowSDE needs 0 < T < 1 (the drift diverges at t = 1), got T={self.T}")
         self._set_prior_std(None)
