@@ -163,8 +163,11 @@ def traced_score(score: Callable, name: str = "score") -> Callable:
 
 
 def is_traced(*trees) -> bool:
-    """True when any leaf of ``trees`` is a tracer (the call runs under jit, vmap or grad)."""
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+    """True when any leaf of ``trees`` is a tracer, or the call runs inside an outer ``jit`` trace even though every
+    argument is a concrete constant (then any array operation yields a tracer)."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees)):
+        return True
+    return isinstance(jnp.zeros((), jnp.int32) + 0, jax.core.Tracer)
 
 
 # --- abstract shape checks, cached ---------------------------------------------------------------------------------

@@ -58,9 +58,9 @@ def test_grad_of_ode_log_prob_matches_exact(x64):
 
 def test_grad_with_backsolve_adjoint(x64):
     """The continuous adjoint (diffrax.BacksolveAdjoint) gives the same gradient w.r.t. x."""
-    x = X.astype(jnp.float64)
+    x = X[:2].astype(jnp.float64)
     f = lambda adj: jax.grad(lambda y: dd.ode_log_prob(P.score, SDE, y, solve=dd.SolveOptions(  # noqa: E731
-        rtol=1e-8, atol=1e-8, adjoint=adj)).value.sum())(x)
+        rtol=1e-7, atol=1e-7, adjoint=adj)).value.sum())(x)
     np.testing.assert_allclose(np.asarray(f(diffrax.BacksolveAdjoint())),
                                np.asarray(f(diffrax.RecursiveCheckpointAdjoint())), atol=1e-5, rtol=1e-5)
 
