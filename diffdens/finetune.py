@@ -1,6 +1,6 @@
 """Maximum likelihood through the probability-flow ODE: fine-tune a score model on its own ODE log-likelihood.
 
-``002_f66275a1c9cf2a92.txt`` eqs. 6-7 (the PF-ODE density p^ODE_theta, a continuous normalizing flow) and Sec. 4-5
+Song et al. 2021b, eqs. 6-7 (the PF-ODE density p^ODE_theta, a continuous normalizing flow) and Sec. 4-5
 (why the ODE likelihood and the likelihood-weighted denoising bound of Thm. 1 are different objectives: the bound is
 on the SDE model p^SDE_theta, which equals p^ODE_theta only when s_theta is the score of its own marginals). The
 gradient of log p^ODE_theta(x) with respect to theta is that of a neural ODE (Chen et al. 2018): diffrax
