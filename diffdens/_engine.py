@@ -192,6 +192,16 @@ def _signature(fn, *extra):
     return key
 
 
+def _call(fn, *args):
+    return fn(*args)
+
+
+def abstract_eval(fn: Callable, *args):
+    """``jax.eval_shape`` of ``fn(*args)`` with ``fn`` passed as an argument: ``fn`` may be a pytree whose leaves are
+    tracers of an outer transformation (a model under ``jit``/``grad``), which must not become a cache key."""
+    return eqx.filter_eval_shape(_call, fn, *args)
+
+
 def _cached_eval_shape(fn, args, what, check: Callable) -> None:
     key = _signature(fn, what, tuple((a.shape, str(a.dtype)) for a in args))
     if key is not None and key in _SHAPE_OK:
@@ -224,7 +234,7 @@ def check_score(score: Callable, event_shape: tuple, dtype, name: str = "score",
         if dim is not None and ev != (dim,):
             raise ValueError(f"{x_name} has event shape {ev}, the {name} expects ({dim},)")
         try:
-            out = jax.eval_shape(fn, *a)
+            out = abstract_eval(fn, *a)
         except Exception as e:  # noqa: BLE001 - any failure to trace is the score's
             raise ValueError(f"{name} could not be evaluated on one point of {x_name}'s event shape {ev} and a scalar "
                              f"t (does the {name} expect another shape?): {type(e).__name__}: {e}") from e
@@ -242,7 +252,7 @@ def check_log_prob(fn: Callable, event_shape: tuple, dtype, name: str = "prior_l
 
     def check(f, a):
         try:
-            out = jax.eval_shape(f, *a)
+            out = abstract_eval(f, *a)
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{name} could not be evaluated on one point of shape {ev}: {type(e).__name__}: {e}") \
                 from e

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._checks import check_bool, check_option, check_positive, check_positive_int
-from ._engine import traced_score
+from ._engine import abstract_eval, traced_score
 from .sde import LinearSDE, VPSDE, check_sde
 
 VELOCITY_KINDS = ("flow", "v")
@@ -259,7 +259,7 @@ def _probe(score, dim, sde):
         return score
     dim = check_positive_int(dim, "dim")
     x = jax.ShapeDtypeStruct((dim,), jnp.result_type(float))
-    jax.eval_shape(score, x, jnp.asarray(0.5 * sde.T, jnp.result_type(float)))
+    abstract_eval(score, x, jnp.asarray(0.5 * sde.T, jnp.result_type(float)))
     return score
 
 
