@@ -270,6 +270,190 @@ def test_rate_stderr_matches_the_spread_of_slopes(rng):
     assert np.std(f.slope) == pytest.approx(np.mean(f.stderr), rel=0.1)
 
 
+# ------------------------------------------------------------------------------- compare_paired / assert_paired
+
+def paired(rng, r, n, *, diff=0.0, shared=10.0, noise=1.0, rho=0.0, skewed=False):
+    """r replicates of n paired estimates a_i, b_i at the same points: both carry the point's own value (sd
+    ``shared``, common to a and b) and a per-point error (sd ``noise``; correlation ``rho`` between a's and b's,
+    exponential instead of Gaussian when ``skewed``), and mean(a) - mean(b) = ``diff``."""
+    point = shared * rng.standard_normal((r, n))
+    draw = (lambda: rng.standard_exponential((r, n)) - 1.0) if skewed else (lambda: rng.standard_normal((r, n)))
+    e1, e2 = draw(), draw()
+    ea, eb = e1, rho * e1 + np.sqrt(1 - rho ** 2) * e2
+    return point + noise * ea + diff, point + noise * eb
+
+
+def verdicts(rng, n, alpha, r=R, **sim):
+    """Counts of each verdict over r simulated comparisons at level alpha (vectorized in chunks)."""
+    out = {"a > b": 0, "a < b": 0, "not resolved": 0}
+    for i in range(0, r, CHUNK):
+        a, b = paired(rng, min(CHUNK, r - i), n, **sim)
+        v = T.compare_paired(a, b, alpha=alpha).verdict
+        for k in out:
+            out[k] += int((v == k).sum())
+    return out
+
+
+@pytest.mark.parametrize("n", [10, 10_000])
+@pytest.mark.parametrize("rho", [0.0, 0.9, -0.9], ids=["independent", "correlated", "anticorrelated"])
+@pytest.mark.parametrize("alpha", [1e-3, 0.05])
+def test_paired_false_alarm_rate(n, rho, alpha, rng):
+    """Equal means: a resolved verdict (either sign) in at most alpha of the comparisons, at any n and whatever
+    the correlation of the two estimators' errors; each sign in at most alpha / 2."""
+    v = verdicts(rng, n, alpha, rho=rho)
+    assert v["a > b"] + v["a < b"] <= max_alarms(alpha)
+    assert max(v["a > b"], v["a < b"]) <= max_alarms(alpha / 2)
+
+
+def test_paired_false_alarm_rate_skewed_errors(rng):
+    """Skewed (exponential) errors at n = 10^4: the t reference still holds (central limit)."""
+    v = verdicts(rng, 10_000, 0.05, r=500, skewed=True, shared=0.0)
+    assert v["a > b"] + v["a < b"] <= max_alarms(0.05, r=500)
+
+
+@pytest.mark.parametrize("n", [10, 10_000])
+def test_paired_power(n, rng):
+    """A difference of 8 of its own stderrs is resolved with the right sign in nearly every comparison."""
+    se = np.sqrt(2.0 / n)  # sd of mean(a - b) for independent unit errors (the shared value cancels)
+    for diff, want in [(8 * se, "a > b"), (-8 * se, "a < b")]:
+        a, b = paired(rng, 500, n, diff=diff)
+        c = T.compare_paired(a, b)
+        assert np.mean(c.verdict == want) >= 0.95
+        assert c.dof == n - 1 and c.n == n
+        assert np.std(c.difference) == pytest.approx(se, rel=0.15)  # the paired stderr is the actual spread
+        assert np.mean(c.stderr) == pytest.approx(se, rel=0.15)
+
+
+def test_paired_resolves_what_quadrature_does_not(rng):
+    """Estimates sharing the point's value (sd 10) differ by 0.1 with per-point errors of sd 0.1: the paired stderr
+    (0.014 at n = 100) resolves it; adding the two means' stderrs in quadrature (1.4) would not."""
+    a, b = paired(rng, 500, 100, diff=0.1, shared=10.0, noise=0.1)
+    c = T.compare_paired(a, b)
+    assert np.mean(c.verdict == "a > b") >= 0.95
+    quadrature_z = c.difference / c.unpaired_stderr
+    assert np.all(np.abs(quadrature_z) < T.critical_value(1e-3, dof=99))
+    assert np.all(c.unpaired_stderr > 50 * c.stderr)
+
+
+def test_quadrature_raises_false_alarms_on_anticorrelated_errors(rng):
+    """Two forms of one quantity with anticorrelated errors (chapter 4's DSM and ISM on shared draws): quadrature
+    understates the stderr of the difference, so it raises false alarms far above alpha; the paired test does not."""
+    alpha = 0.05
+    a, b = paired(rng, R, 50, shared=0.0, rho=-1.0)  # a = m + e, b = m - e: var(a - b) is 4, quadrature says 2
+    c = T.compare_paired(a, b, alpha=alpha)
+    assert (c.verdict != "not resolved").sum() <= max_alarms(alpha)
+    quadrature_alarms = (np.abs(c.difference / c.unpaired_stderr) > T.critical_value(alpha, dof=49)).sum()
+    assert quadrature_alarms > 1.5 * max_alarms(alpha)  # about 15%: z inflated by sqrt(2), against 5%
+
+
+def test_paired_single_point_uses_the_stderrs():
+    c = T.compare_paired(1.0, 0.0, a_stderr=0.1, b_stderr=0.1, names=("ODE", "ELBO"))
+    assert c.verdict == "ODE > ELBO" and c.dof is None and c.n == 1
+    assert c.stderr == pytest.approx(np.hypot(0.1, 0.1)) and c.unpaired_stderr == c.stderr
+    assert c.p_value == pytest.approx(2 * stats.norm.sf(1 / np.hypot(0.1, 0.1)))
+    assert T.compare_paired([0.1], [0.0], a_stderr=[0.1]).verdict == "not resolved"
+    with pytest.raises(ValueError, match="single point"):
+        T.compare_paired([1.0], [0.0])
+
+
+def test_paired_edge_cases():
+    # an exact, constant difference is resolved; identical estimates are not; NaN is never resolved
+    assert T.compare_paired([2.0, 3.0, 4.0], [1.0, 2.0, 3.0]).verdict == "a > b"
+    assert T.compare_paired([1.0, 2.0], [1.0, 2.0]).verdict == "not resolved"
+    c = T.compare_paired([np.nan, 1.0, 2.0], [0.0, 0.0, 0.0])
+    assert c.verdict == "not resolved" and np.isnan(c.difference)
+    with pytest.raises(ValueError, match="names"):
+        T.compare_paired([1.0, 2.0], [0.0, 0.0], names=("a",))
+    with pytest.raises(ValueError, match="broadcast"):
+        T.compare_paired(np.zeros(3), np.zeros(4))
+
+
+def test_assert_paired(rng):
+    a, b = paired(rng, 1, 200, diff=1.0, noise=1.0)
+    c = T.assert_paired(a[0], b[0], expect="greater")
+    assert c.verdict == "a > b"
+    T.assert_paired(b[0], a[0], expect="less")
+    with pytest.raises(AssertionError, match=r"ODE < ELBO is not supported.*verdict 'ODE > ELBO'"):
+        T.assert_paired(a[0], b[0], expect="less", names=("ODE", "ELBO"))
+    with pytest.raises(AssertionError, match="ODE = ELBO is not supported"):
+        T.assert_paired(a[0], b[0], expect="equal", names=("ODE", "ELBO"))
+    a, b = paired(rng, 1, 200)
+    T.assert_paired(a[0], b[0], expect="equal")
+    with pytest.raises(AssertionError, match="a > b is not supported.*not resolved"):
+        T.assert_paired(a[0], b[0])
+    # any shape, paired entry by entry; non-finite entries never pass
+    T.assert_paired(a[0].reshape(20, 10) + 1.0, b[0].reshape(20, 10))
+    with pytest.raises(AssertionError, match="non-finite"):
+        T.assert_paired([np.nan, 2.0, 3.0], [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="expect"):
+        T.assert_paired(a[0], b[0], expect="better")
+
+
+def test_assert_paired_matches_compare_paired(rng):
+    a, b = paired(rng, 300, 20, diff=0.5, noise=1.0)
+    for i in range(300):
+        verdict = T.compare_paired(a[i], b[i], alpha=0.05).verdict
+        for expect, want in [("greater", "a > b"), ("less", "a < b"), ("equal", "not resolved")]:
+            try:
+                T.assert_paired(a[i], b[i], expect=expect, alpha=0.05)
+                passed = True
+            except AssertionError:
+                passed = False
+            assert passed == (verdict == want)
+
+
+# ----------------------------------------------------------------------------------------- bootstrap_interval
+
+LOGNORMAL_TRIMMED_MEAN = float(np.exp(0.5) * (stats.norm.cdf(stats.norm.ppf(0.9) - 1)
+                                              - stats.norm.cdf(stats.norm.ppf(0.1) - 1)) / 0.8)  # 10% from each end
+
+
+@pytest.mark.parametrize("stat, draw, truth", [
+    ("median", lambda rng, shape: rng.standard_t(2, size=shape), 0.0),
+    ("trimmed_mean", lambda rng, shape: rng.lognormal(size=shape), LOGNORMAL_TRIMMED_MEAN),
+], ids=["median-student-t", "trimmed-mean-lognormal"])
+def test_bootstrap_coverage(stat, draw, truth, rng):
+    """Over r independent heavy-tailed samples of 40 points, the 90% interval covers the true summary in about 90%
+    of them: within a binomial tolerance (plus 0.02 for the percentile bootstrap's finite-n error)."""
+    r, level = 600, 0.9
+    iv = T.bootstrap_interval(draw(rng, (r, 40)), stat=stat, level=level, n_boot=500, key=1)
+    covered = int(((iv.low <= truth) & (truth <= iv.high)).sum())
+    lo, hi = stats.binom.ppf(1e-5, r, level), stats.binom.isf(1e-5, r, level)
+    assert lo - 0.02 * r <= covered <= hi + 0.02 * r, covered / r
+    assert np.all(iv.low <= iv.high) and iv.level == level
+
+
+def test_bootstrap_is_deterministic_and_summarizes(rng):
+    x = rng.standard_t(2, size=101)
+    iv = T.bootstrap_interval(x, key=7)
+    assert iv == T.bootstrap_interval(x, key=7)
+    assert iv != T.bootstrap_interval(x, key=8)
+    assert iv.estimate == np.median(x) and iv.low <= iv.estimate <= iv.high
+    k = jax.random.key(3)
+    assert T.bootstrap_interval(x, key=k) == T.bootstrap_interval(x, key=k)
+    assert T.bootstrap_interval(x, key=k) == T.bootstrap_interval(x, key=jax.random.PRNGKey(3))  # same bits
+    tm = T.bootstrap_interval(x, stat="trimmed_mean", trim=0.2)
+    assert tm.estimate == pytest.approx(stats.trim_mean(x, 0.2))
+    q = T.bootstrap_interval(x, stat=lambda xs: np.quantile(xs, 0.75, axis=-1), level=0.5)
+    assert q.estimate == pytest.approx(np.quantile(x, 0.75)) and q.level == 0.5
+    # a batch: one interval per leading index, the same estimates
+    batch = T.bootstrap_interval(np.stack([x, 2 * x]), n_boot=200)
+    assert batch.estimate.shape == (2,) and batch.estimate[1] == pytest.approx(2 * np.median(x))
+
+
+def test_bootstrap_rejects_bad_input():
+    x = np.arange(10.0)
+    for kw, name in [(dict(level=1.0), "level"), (dict(level=0.0), "level"), (dict(n_boot=5), "n_boot"),
+                     (dict(n_boot=100.0), "n_boot"), (dict(stat="mode"), "stat"), (dict(trim=0.5), "trim"),
+                     (dict(key=-1), "key"), (dict(key="0"), "key"), (dict(stat=np.median), "stat")]:
+        with pytest.raises(ValueError, match=name):
+            T.bootstrap_interval(x, **kw)
+    with pytest.raises(ValueError, match="x"):
+        T.bootstrap_interval([1.0], n_boot=100)
+    with pytest.raises(ValueError, match="non-finite"):
+        T.bootstrap_interval([1.0, np.inf, 2.0])
+
+
 # ------------------------------------------------------------------------------------------- count_compilations
 
 def test_count_compilations():
@@ -310,6 +494,8 @@ def _every_check():
         ("assert_rate", lambda **kw: T.assert_rate(ns, e, replicates=30, **kw)),
         ("rate_agrees", lambda **kw: T.rate_agrees(ns, e, replicates=30, **kw)),
         ("critical_value", lambda **kw: T.critical_value(**{"alpha": 1e-3, **kw})),
+        ("compare_paired", lambda **kw: T.compare_paired(np.add(v, 1.0), v, **kw)),
+        ("assert_paired", lambda **kw: T.assert_paired([2.0, 3.1, 3.9], v, **kw)),
     ]
 
 
