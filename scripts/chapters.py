@@ -7,11 +7,17 @@
     python scripts/chapters.py times                                      # markdown table: profile, device, wall s
     python scripts/chapters.py times --update-readme                      # ... also into README.md and book/intro.md
     python scripts/chapters.py colab [notebooks/03_*.ipynb]               # write colab/NN_slug.ipynb (scripts/colab.py)
+    python scripts/chapters.py reprose notebooks/03_*.md                  # prose-only edit: keep the stored outputs
 
 The stamp lives in the .ipynb metadata under "diffdens": profile, device, sha256 of the .md, versions, date.
 `refresh` also regenerates the Colab notebooks (colab/, plain Jupyter markdown made from the stored notebooks), and
 `check` fails when one is missing, stale or holds MyST syntax, or when a setup cell installs from another URL than
 _config.yml's repository.url.
+
+`reprose` is for an edit of the prose only: when every code cell of the .md is the stored notebook's (same sources,
+same order), it copies the markdown cells into the stored notebook, keeps every code cell's outputs, updates the
+stamp's source_sha256 and records `prose_updated`; it refuses, naming the cell, when any code cell differs (then the
+chapter must be re-executed with `refresh`). Run `colab` afterwards.
 """
 
 from __future__ import annotations
@@ -212,6 +218,66 @@ def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None
     return out
 
 
+class CodeChanged(Exception):
+    """A chapter's code cells differ from its stored notebook's: its outputs cannot be kept (re-execute it)."""
+
+
+def reprose(md: Path, today: str | None = None) -> Path:
+    """Copy the prose (markdown cells) of ``md`` into its stored notebook, keeping every code cell and its outputs,
+    when the code cells (sources, in order) are the stored ones; update the stamp's ``source_sha256`` and add
+    ``prose_updated`` (``today``, default the current UTC time, ISO 8601). Raises CodeChanged naming the first
+    code cell that differs (or a missing or extra one), FileNotFoundError without a stored notebook, ValueError
+    without a stamp."""
+    import jupytext
+    import nbformat
+
+    md = Path(md).resolve()
+    ipynb = md.with_suffix(".ipynb")
+    if not ipynb.exists():
+        raise FileNotFoundError(f"{md.name}: no stored {ipynb.name} to keep the outputs of (run `refresh`)")
+    src = jupytext.read(md)
+    nb = nbformat.read(ipynb, as_version=4)
+    if not nb.metadata.get(STAMP_KEY):
+        raise ValueError(f"{ipynb.name}: no '{STAMP_KEY}' stamp: its outputs are of unknown provenance (run `refresh`)")
+    new_code = [c for c in src.cells if c.cell_type == "code"]
+    old_code = [c for c in nb.cells if c.cell_type == "code"]
+    for k in range(max(len(new_code), len(old_code))):
+        first = lambda cells: repr((cells[k].source.strip().splitlines() or [""])[0][:80])
+        if k >= len(new_code):
+            what = f"the stored code cell {k + 1} ({first(old_code)}) is gone from the .md"
+        elif k >= len(old_code):
+            what = f"code cell {k + 1} ({first(new_code)}) is new"
+        elif new_code[k].source.strip() != old_code[k].source.strip():
+            what = f"code cell {k + 1} ({first(new_code)}) differs from the stored one"
+        else:
+            continue
+        raise CodeChanged(f"{md.name}: {what} in {ipynb.name}; the code changed, so the chapter needs `refresh`, "
+                          f"not `reprose`")
+    old_md = iter([c for c in nb.cells if c.cell_type == "markdown"])
+    code = iter(old_code)
+    cells = []
+    for c in src.cells:
+        if c.cell_type == "code":
+            kept = next(code)
+            kept.source = c.source
+            meta = dict(c.metadata)  # tags and options from the source; nbclient's timings from the run
+            if "execution" in kept.metadata:
+                meta["execution"] = kept.metadata["execution"]
+            kept.metadata = nbformat.from_dict(meta)
+            cells.append(kept)
+        else:
+            prev = next(old_md, None)
+            if prev is not None and "id" in prev:
+                c["id"] = prev["id"]  # stable ids: a small diff of the stored notebook
+            cells.append(c)
+    nb.cells = cells
+    nb.metadata[STAMP_KEY]["source_sha256"] = source_hash(md)
+    nb.metadata[STAMP_KEY]["prose_updated"] = today or datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds")
+    nbformat.write(nb, ipynb)
+    return ipynb
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -228,6 +294,9 @@ def main(argv=None):
                    help="also fail when a stamp is from another profile (env DIFFDENS_REQUIRE_PROFILE)")
     cb = sub.add_parser("colab", help="write colab/NN_slug.ipynb from the stored notebooks (default: all)")
     cb.add_argument("chapters", nargs="*", help="notebooks/NN_slug.ipynb (or .md) files")
+    rp = sub.add_parser("reprose", help="copy edited prose into the stored notebooks, keeping their outputs "
+                                        "(refused when a code cell changed)")
+    rp.add_argument("chapters", nargs="+", help="notebooks/NN_slug.md files")
     tm = sub.add_parser("times", help="print a markdown table of each chapter's stamp (profile, device, wall time)")
     tm.add_argument("--update-readme", action="store_true",
                     help="also rewrite the marked table in README.md and in book/intro.md (the book's copy)")
@@ -245,6 +314,22 @@ def main(argv=None):
         changed = write_colab(chapters)
         print("\n".join(f"{p.relative_to(ROOT)}: written" for p in changed) or "colab notebooks up to date")
         return 0
+    if a.cmd == "reprose":
+        mds = [Path(c) for pat in a.chapters for c in sorted(glob.glob(pat))]
+        if not mds:
+            raise SystemExit(f"no chapter matches {a.chapters}")
+        failed = 0
+        for md in mds:
+            try:
+                out = reprose(md)
+            except (CodeChanged, FileNotFoundError, ValueError) as exc:
+                print(f"refused: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}: prose updated, outputs kept")
+        if failed < len(mds):
+            print("now run `python scripts/chapters.py colab` (the Colab notebooks carry the prose)")
+        return 1 if failed else 0
     if a.cmd == "check":
         problems = check(require_profile=a.require_profile)
         print("\n".join(problems) or "all chapter pairs in sync")

@@ -56,6 +56,47 @@ def _copy_pair(md, folder, profile=None):
     return folder / md.name
 
 
+def test_reprose_keeps_outputs_and_refuses_code_changes(tmp_path, capsys):
+    """`reprose`: an edit of the prose only is copied into the stored notebook with every code cell's outputs kept and
+    the stamp updated (so the pair checks clean again); an edited code cell is refused, naming it, and nothing is
+    written. No execution."""
+    import nbformat
+
+    md = _copy_pair(MDS[0], tmp_path)
+    ipynb = md.with_suffix(".ipynb")
+    before = nbformat.read(ipynb, as_version=4)
+    code_before = [(c.source, c.outputs, c.execution_count) for c in before.cells if c.cell_type == "code"]
+    text = md.read_text()
+    head = re.search(r"^# .*\n", text, re.M).end()
+    md.write_text(text[:head] + "\nA sentence added to the prose.\n\n+++\n\nAnd a new markdown cell.\n" + text[head:])
+    assert any("hash mismatch" in p for p in chapters.check_pair(md))
+    assert chapters.main(["reprose", str(md)]) == 0
+    assert chapters.check_pair(md, require_profile="full") == []
+    after = nbformat.read(ipynb, as_version=4)
+    assert [(c.source, c.outputs, c.execution_count) for c in after.cells if c.cell_type == "code"] == code_before
+    assert "A sentence added to the prose." in after.cells[0].source
+    assert "And a new markdown cell." in after.cells[1].source
+    stamp, old_stamp = after.metadata[chapters.STAMP_KEY], before.metadata[chapters.STAMP_KEY]
+    assert stamp["source_sha256"] == chapters.source_hash(md) and "prose_updated" in stamp
+    assert {k: v for k, v in stamp.items() if k not in ("source_sha256", "prose_updated")} == \
+        {k: v for k, v in old_stamp.items() if k != "source_sha256"}
+    nbformat.validate(after)
+    # a changed code cell: refused, naming it; the stored notebook is untouched
+    stored = ipynb.read_bytes()
+    md.write_text(md.read_text().replace("import jax\n", "import jax  # edited\n", 1))
+    with pytest.raises(chapters.CodeChanged, match=r"code cell \d+ .*differs"):
+        chapters.reprose(md)
+    capsys.readouterr()
+    assert chapters.main(["reprose", str(md)]) == 1 and "refused" in capsys.readouterr().err
+    assert ipynb.read_bytes() == stored
+    # a removed code cell is refused too
+    nb_src = md.read_text().replace("import jax  # edited\n", "import jax\n", 1)
+    last = nb_src.rindex("```{code-cell}")
+    md.write_text(nb_src[:last])
+    with pytest.raises(chapters.CodeChanged, match="gone from the .md"):
+        chapters.reprose(md)
+
+
 def test_require_profile(tmp_path):
     """`check --require-profile full` rejects a quick stamp (and accepts a full one); plain `check` accepts both."""
     required = lambda problems: [p for p in problems if "required" in p]
