@@ -1,15 +1,19 @@
-"""Shared helpers for the benchmark scripts: device/version metadata, timing, a random-weight MLP score, JSON output."""
+"""Shared helpers for the benchmark scripts: device/version metadata, timing (interleaved rounds with a spread), a
+random-weight MLP score, JSON output."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diffdens as dd  # noqa: E402
@@ -58,15 +62,101 @@ def git_commit():
         return None
 
 
-def timeit(fn, *, repeats: int = 3) -> float:
-    """Best wall time of ``repeats`` calls after one warm-up call (compilation excluded)."""
-    jax.block_until_ready(fn())
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
-    return best
+ROUNDS = 5  # interleaved timing rounds per comparison (issue 23: a single best-of-2 moved +-50% between runs)
+
+
+class Timing(NamedTuple):
+    """Wall times of one function over interleaved rounds: the median and the spread (fastest, slowest round)."""
+
+    median: float
+    low: float
+    high: float
+    times: list
+
+    def spread(self) -> list:
+        """[fastest, slowest] round, in seconds (for the JSON)."""
+        return [self.low, self.high]
+
+    def rate(self, count: float) -> tuple[float, list]:
+        """``count`` per second at the median, and its spread [slowest, fastest round]."""
+        return count / self.median, [count / self.high, count / self.low]
+
+
+def interleaved(fns: dict, *, rounds: int = ROUNDS) -> dict:
+    """Time zero-argument callables against each other: each is called once first (compilation and caches warmed
+    outside the timed region), then ``rounds`` rounds call every one once, the order rotated from round to round, so
+    that the load of other processes falls on all of them alike. Every result is blocked on
+    (``jax.block_until_ready``).
+
+    Returns:
+        {name: Timing(median, low, high, times)}; :func:`ratio` compares two of them round by round.
+    """
+    if rounds < 5:
+        raise ValueError(f"rounds must be >= 5 (a timing comparison reports a spread), got {rounds}")
+    names = list(fns)
+    for k in names:
+        jax.block_until_ready(fns[k]())
+    times = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            jax.block_until_ready(fns[k]())
+            times[k].append(time.perf_counter() - t)
+    return {k: Timing(float(np.median(v)), float(min(v)), float(max(v)), v) for k, v in times.items()}
+
+
+def ratio(timings: dict, num: str, den: str) -> dict:
+    """time(num) / time(den) per round (both measured in the same round, under the same load): the median and the
+    spread [lowest, highest] over rounds."""
+    r = np.asarray(timings[num].times) / np.asarray(timings[den].times)
+    return {"median": float(np.median(r)), "spread": [float(r.min()), float(r.max())]}
+
+
+def timeit(fn, *, rounds: int = ROUNDS) -> Timing:
+    """One function's :class:`Timing` over ``rounds`` rounds after a warm-up call (compilation excluded)."""
+    return interleaved({"f": fn}, rounds=rounds)["f"]
+
+
+class HostLoop:
+    """The host-loop PF-ODE baseline of the widely used public implementation, re-implemented faithfully: scipy's RK45
+    on the host over the flattened batch, one Rademacher Hutchinson probe per point, a device call and a device<->host
+    copy at every step. Its drift-and-divergence is jit-compiled once per instance, here, never inside a timed call
+    (a warm-up call on the timed shape compiles it for that shape), so timings compare solvers, not compilation.
+
+    ``HostLoop(score, sde, rtol=..., atol=..., t0=...)(x, key)`` returns (log p per point, number of drift calls)."""
+
+    def __init__(self, score, sde, *, rtol: float, atol: float, t0: float):
+        import jax.numpy as jnp
+
+        self.sde, self.rtol, self.atol, self.t0 = sde, rtol, atol, t0
+
+        @jax.jit
+        def drift_and_div(xs, t, eps):
+            def f(z):
+                return sde.f(t) * z - 0.5 * sde.g2(t) * jax.vmap(score, in_axes=(0, None))(z, t)
+
+            fx, jv = jax.jvp(f, (xs,), (eps,))
+            return fx, jnp.sum(jv * eps, axis=-1)
+
+        self.drift_and_div = drift_and_div
+
+    def __call__(self, x, key):
+        import jax.numpy as jnp
+        from scipy.integrate import solve_ivp
+
+        n, d = x.shape
+        eps = jax.random.rademacher(key, (n, d), dtype=jnp.float32)
+        nfe = [0]
+
+        def rhs(t, y):
+            nfe[0] += 1
+            fx, div = self.drift_and_div(jnp.asarray(y[: n * d].reshape(n, d), jnp.float32), jnp.float32(t), eps)
+            return np.concatenate([np.asarray(fx).ravel(), np.asarray(div)])
+
+        y0 = np.concatenate([np.asarray(x).ravel(), np.zeros(n)])
+        sol = solve_ivp(rhs, (self.t0, self.sde.T), y0, rtol=self.rtol, atol=self.atol, method="RK45")
+        xT = sol.y[: n * d, -1].reshape(n, d)
+        return np.asarray(self.sde.prior_log_prob(jnp.asarray(xT))) + sol.y[n * d:, -1], nfe[0]
 
 
 def random_mlp_score(dim: int, sde, key, hidden: int = 128):
@@ -78,10 +168,17 @@ def random_mlp_score(dim: int, sde, key, hidden: int = 128):
     return model
 
 
+def results_dir() -> Path:
+    """Where the JSON goes: ``$DIFFDENS_BENCH_OUT`` when set (smoke runs must not overwrite the committed results),
+    else the package data folder."""
+    return Path(os.environ.get("DIFFDENS_BENCH_OUT") or RESULTS)
+
+
 def write(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
     tag = "cpu" if payload["meta"]["platform"] == "cpu" else payload["meta"]["device"].split()[1].lower() if len(payload["meta"]["device"].split()) > 1 else payload["meta"]["platform"]
-    path = RESULTS / f"{name}_{tag}.json"
+    path = out / f"{name}_{tag}.json"
     path.write_text(json.dumps(payload, indent=1))
     return path
 

@@ -23,43 +23,11 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from scipy.integrate import solve_ivp
 
-from common import dd, meta, random_mlp_score, size_option, write
+from common import HostLoop, dd, meta, random_mlp_score, size_option, write
 
 TOL, T0, D = 1e-5, 1e-5, 9
-
-
-class HostLoop:
-    """The host-loop baseline with its jitted drift-and-divergence built once (per score and batch size)."""
-
-    def __init__(self, score, sde, n, d):
-        self.sde, self.n, self.d = sde, n, d
-
-        @jax.jit
-        def drift_and_div(xs, t, eps):
-            def f(z):
-                return sde.f(t) * z - 0.5 * sde.g2(t) * jax.vmap(score, in_axes=(0, None))(z, t)
-
-            fx, jv = jax.jvp(f, (xs,), (eps,))
-            return fx, jnp.sum(jv * eps, axis=-1)
-
-        self.drift_and_div = drift_and_div
-
-    def __call__(self, x, key):
-        n, d = self.n, self.d
-        eps = jax.random.rademacher(key, (n, d), dtype=jnp.float32)
-
-        def rhs(t, y):
-            fx, div = self.drift_and_div(jnp.asarray(y[: n * d].reshape(n, d), jnp.float32), jnp.float32(t), eps)
-            return np.concatenate([np.asarray(fx).ravel(), np.asarray(div)])
-
-        y0 = np.concatenate([np.asarray(x).ravel(), np.zeros(n)])
-        sol = solve_ivp(rhs, (T0, self.sde.T), y0, rtol=TOL, atol=TOL, method="RK45")
-        xT = sol.y[: n * d, -1].reshape(n, d)
-        return np.asarray(self.sde.prior_log_prob(jnp.asarray(xT))) + sol.y[n * d:, -1]
 
 
 def setup(n):
@@ -69,8 +37,8 @@ def setup(n):
     opts = dd.SolveOptions(rtol=TOL, atol=TOL)
     ours = lambda: jax.block_until_ready(dd.ode_log_prob(model.score, sde, x, key=jax.random.key(0),  # noqa: E731
                                                          divergence=dd.Hutchinson(1), solve=opts, t0=T0).value)
-    loop = HostLoop(model.score, sde, n, D)
-    theirs = lambda: loop(x, jax.random.key(0))  # noqa: E731
+    loop = HostLoop(model.score, sde, rtol=TOL, atol=TOL, t0=T0)
+    theirs = lambda: loop(x, jax.random.key(0))[0]  # noqa: E731
     return {"diffdens": ours, "host_loop": theirs}
 
 
@@ -91,7 +59,7 @@ def summary(xs):
 def main():
     a = size_option(argparse.ArgumentParser(description=__doc__,
                                             formatter_class=argparse.RawDescriptionHelpFormatter)).parse_args()
-    warm_rounds, fresh_rounds = (15, 5) if a.size == "full" else (7, 3)
+    warm_rounds, fresh_rounds = (15, 7) if a.size == "full" else (7, 5)
     rows = []
     for n in (1, 100, 1000):
         fns = setup(n)

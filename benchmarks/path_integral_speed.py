@@ -2,6 +2,8 @@
 
 Both numbers come from the same run on the same device: the estimator's cost per throw is one network forward pass
 plus the Gaussian kernel and its random draws, so the ratio (target >= 0.6 on an H100) measures the estimator's overhead.
+Both are timed in interleaved rounds after a warm-up call of each (``common.interleaved``); the ratio is the median of
+the per-round ratios, with its spread.
 
 CPU (small):  PYTHONPATH=. python benchmarks/path_integral_speed.py               (the default: --size cpu)
 H100 rows:    PYTHONPATH=. python benchmarks/path_integral_speed.py --size full
@@ -22,9 +24,8 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diffdens as dd  # noqa: E402
-from common import size_option, timeit  # noqa: E402
+from common import ROUNDS, interleaved, ratio, results_dir, size_option  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parents[1] / "diffdens" / "_data" / "benchmarks"  # package data
 CHUNK = 8192
 
 
@@ -61,23 +62,27 @@ def main():
         def pi(x, key):
             return dd.path_integral_log_prob(score, sde, x, key=key, n_throws=n_throws, chunk_size=CHUNK).value
 
-        t_pi = timeit(lambda: pi(x, jax.random.key(2)))
         # bare forward: the same number of (point, time) evaluations, in the same chunks
         m = n_points * n_throws
         xs = jax.random.normal(jax.random.key(3), (m // CHUNK, CHUNK, D))
         ts = jax.random.uniform(jax.random.key(4), (m // CHUNK, CHUNK))
         fwd = jax.jit(lambda xs, ts: jnp.sum(jax.lax.map(lambda c: jax.vmap(score)(*c), (xs, ts))))
-        t_fwd = timeit(lambda: fwd(xs, ts))
-        rows.append(dict(D=D, n_points=n_points, n_throws=n_throws, throws_per_s=m / t_pi, forward_per_s=m / t_fwd,
-                         ratio=t_fwd / t_pi))
+        # interleaved rounds after a warm-up of each: the ratio per round, under the same load
+        tm = interleaved({"pi": lambda: pi(x, jax.random.key(2)), "fwd": lambda: fwd(xs, ts)})
+        r = ratio(tm, "fwd", "pi")
+        (thr, thr_spread), (fw, fw_spread) = tm["pi"].rate(m), tm["fwd"].rate(m)
+        rows.append(dict(D=D, n_points=n_points, n_throws=n_throws, rounds=ROUNDS, throws_per_s=thr,
+                         throws_per_s_spread=thr_spread, forward_per_s=fw, forward_per_s_spread=fw_spread,
+                         ratio=r["median"], ratio_spread=r["spread"]))
         print(rows[-1], flush=True)
     d = jax.devices()[0]
     tag = "cpu" if d.platform == "cpu" else (getattr(d, "device_kind", d.platform).split() + [d.platform])[1].lower()
     payload = dict(meta=dict(device=dd.book.device_name(), platform=d.platform, jax=jax.__version__,
                              python=platform.python_version(), date=time.strftime("%Y-%m-%d"),
                              sizes=dict(hidden=hidden, depth=depth, small=small, size=a.size)), rows=rows)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"path_integral_speed_{tag}.json").write_text(json.dumps(payload, indent=1))
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"path_integral_speed_{tag}.json").write_text(json.dumps(payload, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python benchmarks/train_throughput.py                # CPU here -> diffdens/_data/benchmarks/train_throughput_cpu.json
     python benchmarks/train_throughput.py --size full    # on the GPU machine -> diffdens/_data/benchmarks/train_throughput_h100.json
 
-Times the same jit-compiled epoch that ``fit_score`` runs (``diffdens.train.make_epoch``), compilation excluded.
+Times the same jit-compiled epoch that ``fit_score`` runs (``diffdens.train.make_epoch``), compilation excluded: the
+median over rounds after a warm-up call (``common.timeit``), with its spread.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def main():
             n_batches = max(1, N * n_throws // B)
             epoch = make_epoch(graphdef, rest, sde, "score", "likelihood_is", 1e-5, opt, data, n_throws, B)
             state = opt.init(params)
-            sec = timeit(lambda: epoch(params, state, jax.random.key(2))[2])
-            steps = n_batches / sec
-            rows.append({"D": D, "batch": B, "steps_per_s": round(steps, 1), "net_evals_per_s": round(steps * B)})
+            steps, spread = timeit(lambda: epoch(params, state, jax.random.key(2))[2]).rate(n_batches)
+            rows.append({"D": D, "batch": B, "steps_per_s": round(steps, 1),
+                         "steps_per_s_spread": [round(v, 1) for v in spread], "net_evals_per_s": round(steps * B)})
     payload = {"meta": meta(size=a.size, N=N, n_throws=n_throws, hidden=128, depth=3), "rows": rows}
     print(f"wrote {write('train_throughput', payload)}")
     print(table(rows, ["D", "batch", "steps_per_s", "net_evals_per_s"]))
