@@ -159,10 +159,10 @@ def update_times(table: str, files=TIMES_FILES) -> None:
         update_readme(table, f)
 
 
-def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None = None, cold: bool = True) -> Path:
-    """Execute the chapter from its .md in ``profile`` and write the stamped .ipynb (with an empty model cache
-    unless ``cold`` is false). When a cell fails and
-    ``failed_dir`` is given, the partly executed notebook (with the traceback) is written there first."""
+def execute(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None = None, cold: bool = True):
+    """Execute the chapter from its .md in ``profile`` (with an empty model cache unless ``cold`` is false) and
+    return the executed notebook, unstamped and unwritten. When a cell fails and ``failed_dir`` is given, the partly
+    executed notebook (with the traceback) is written there first."""
     import jupytext
     import nbclient
     import nbformat
@@ -180,7 +180,6 @@ def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None
         env.pop(_PREALLOC, None)
     old = os.environ.copy()
     os.environ.update(env)
-    t = time.time()
     try:
         client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(md.parent)}})
         try:
@@ -195,6 +194,16 @@ def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None
         os.environ.update(old)
         if cold_cache is not None:
             cold_cache.cleanup()
+    return nb
+
+
+def refresh(md: Path, profile: str, timeout: int = 3600, failed_dir: Path | None = None, cold: bool = True) -> Path:
+    """Execute the chapter from its .md in ``profile`` (:func:`execute`) and write the stamped .ipynb."""
+    import nbformat
+
+    md = Path(md).resolve()
+    t = time.time()
+    nb = execute(md, profile, timeout=timeout, failed_dir=failed_dir, cold=cold)
     # this process imports JAX only to name the device for the stamp: on a GPU it must not reserve the memory that
     # the next chapter's kernel needs
     if _PREALLOC not in os.environ:

@@ -97,6 +97,25 @@ def test_reprose_keeps_outputs_and_refuses_code_changes(tmp_path, capsys):
         chapters.reprose(md)
 
 
+def test_which_estimator_execute_reproduces_glued_values():
+    """The benchmark chapter computes its glued values from the committed benchmark JSON only (package data), so
+    executed afresh (quick profile, no figure compared) it reproduces every glued text value of its stored notebook:
+    the stored outputs and the shipped JSON agree (issue 23). Executes the chapter (tens of seconds)."""
+    pytest.importorskip("nbclient")
+    import nbformat
+    import colab
+
+    md = _chapter("which_estimator")
+    values = lambda nb: {k: d["text/plain"] for k, d in colab.glue_data(nb).items()
+                         if "text/plain" in d and not any(m.startswith("image/") for m in d)}
+    stored = values(nbformat.read(md.with_suffix(".ipynb"), as_version=4))
+    assert stored, f"{md.stem}: no glued values in the stored notebook"
+    fresh = values(chapters.execute(md, "quick", timeout=600))
+    changed = {k: (stored[k], fresh.get(k)) for k in stored if fresh.get(k) != stored[k]}
+    assert not changed, (f"{md.stem}: re-executed from the committed JSON, {len(changed)} of {len(stored)} glued values "
+                         f"differ from the stored notebook (stored, fresh): {changed}")
+
+
 def test_require_profile(tmp_path):
     """`check --require-profile full` rejects a quick stamp (and accepts a full one); plain `check` accepts both."""
     required = lambda problems: [p for p in problems if "required" in p]
