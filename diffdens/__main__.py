@@ -167,9 +167,12 @@ def _strip_processes(argv: list) -> list:
 def run_evaluate(args) -> int:
     import jax
 
-    if args.coordinator or args.num_processes is not None or args.process_id is not None or args.distributed:
-        # before any JAX computation (importing diffdens creates none). On the CPU, JAX's default collectives (gloo)
-        # need no setting: evaluate runs no collective.
+    distributed = bool(args.coordinator or args.num_processes is not None or args.process_id is not None
+                       or args.distributed)
+    if distributed:
+        # Before any JAX computation (importing diffdens runs none). On the CPU, JAX's default collectives (gloo)
+        # need no setting: evaluate runs no collective. A finished process waits at JAX's shutdown barrier until
+        # process 0 has merged, hence the long shutdown timeout.
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                                    shutdown_timeout_seconds=7 * 24 * 3600)
     import diffdens as dd
@@ -188,8 +191,21 @@ def run_evaluate(args) -> int:
                     trust_code=args.trust_code)
     except (ValueError, FileNotFoundError, TypeError, TimeoutError) as e:
         print(f"diffdens evaluate: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        status = 2
+    except BaseException:
+        if not distributed:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        status = 1
+    else:
+        return 0
+    if distributed:  # leave without JAX's shutdown barrier, which would wait for the others: they learn of the
+        sys.stderr.flush()  # failure from the coordination service (or from the --processes launcher)
+        sys.stdout.flush()
+        os._exit(status)
+    return status
 
 
 def main(argv=None) -> int:

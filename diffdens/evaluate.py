@@ -51,6 +51,7 @@ GPUs each). If a process dies, the others stop or wait; run the same command aga
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import io
@@ -490,24 +491,32 @@ def _device_info() -> dict:
 # --- the job --------------------------------------------------------------------------------------------------------
 
 
-def _progress_bar(total, initial, enabled):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # core install: no bar
-        return None
-    return tqdm(total=total, initial=initial, unit="item", desc="evaluate", dynamic_ncols=True)
+class _Progress:
+    """A tqdm bar (items/s, ETA, the running mean of bits/dim or value +- its stderr), or nothing without tqdm or
+    when disabled; ``text()`` the running mean for the log."""
 
+    def __init__(self, what, total, done, enabled):
+        self.what, self.parts, self.bar = what, [], None
+        for arrays in done:
+            self._keep(arrays)
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # core install: no bar
+                return
+            self.bar = tqdm(total=total, initial=sum(p.size for p in self.parts), unit="item", desc="evaluate",
+                            dynamic_ncols=True)
+            if self.parts:
+                self.bar.set_postfix_str(self.text())
 
-class _Running:
-    """The running mean of the finished items' bits/dim (or value) for the progress bar and the log."""
-
-    def __init__(self, what):
-        self.what, self.parts = what, []
+    def _keep(self, arrays):
+        self.parts.append(np.asarray(arrays["bits_per_dim" if self.what == "bits/dim" else "value"], np.float64))
 
     def add(self, arrays):
-        self.parts.append(np.asarray(arrays["bits_per_dim" if self.what == "bits/dim" else "value"], np.float64))
+        self._keep(arrays)
+        if self.bar is not None:
+            self.bar.update(self.parts[-1].size)
+            self.bar.set_postfix_str(self.text())
 
     def text(self):
         if not self.parts:
@@ -515,6 +524,78 @@ class _Running:
         v = np.concatenate(self.parts)
         se = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else float("nan")
         return f"{self.what} {v.mean():.4f} +- {se:.4f}"
+
+    def redirect_logging(self):
+        """Log lines printed above the bar (tqdm.write) while it is shown."""
+        if self.bar is None:
+            return contextlib.nullcontext()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        return logging_redirect_tqdm()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Job(NamedTuple):
+    score: Callable
+    sde: LinearSDE
+    key: jax.Array
+    static: tuple  # (options, estimator, dequantize, levels, data_range): static arguments of the kernel
+    passes: int
+    batch_size: int
+    dim: int
+
+
+def _compute_chunk(job: _Job, arr, lo: int, hi: int) -> dict:
+    """Items lo ... hi - 1 in batches of ``job.batch_size`` (the last padded: one compiled shape), every pass."""
+    _, _, dequantize, levels, data_range = job.static
+    fn = shard_points(_batch_on_devices, devices=jax.local_devices())
+    b, parts = job.batch_size, []
+    for b0 in range(lo, hi, b):
+        xb = np.asarray(arr[b0: min(hi, b0 + b)])
+        m = xb.shape[0]
+        if m < b:  # pad with copies of the last item (stripped)
+            xb = np.concatenate([xb, np.repeat(xb[-1:], b - m, axis=0)])
+        per_pass = []
+        for p in range(job.passes):
+            res = fn(job.score, job.sde, xb, start=jnp.asarray(b0, jnp.int32), pass_index=jnp.asarray(p, jnp.int32),
+                     key=job.key, static=job.static)
+            per_pass.append([np.asarray(r, np.float64)[:m] for r in res])
+        v, s, f, q = (np.stack(a) for a in zip(*per_pass))
+        bits = None if levels is None else np.stack(
+            [_bits(v[i], q[i], job.dim, levels, data_range, dequantize) for i in range(job.passes)])
+        parts.append(_combine(v, s, f, bits))
+    return {"index": np.arange(lo, hi, dtype=np.int64), **{k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}}
+
+
+def _collect(out, pending, bounds, digest, done, progress, wait_timeout, poll=0.2):
+    """Process 0: read the other processes' chunk files as they appear (an unusable one is being recomputed by its
+    owner), until every chunk is there."""
+    t_wait, last_note = time.time(), 0.0
+    while pending:
+        still = []
+        for c in pending:
+            try:
+                arrays = _read_chunk(out, c, *bounds(c), digest)
+            except BadChunk:
+                arrays = None
+            if arrays is None:
+                still.append(c)
+            else:
+                done[c] = arrays
+                progress.add(arrays)
+        pending = still
+        if pending:
+            waited = time.time() - t_wait
+            if wait_timeout is not None and waited > wait_timeout:
+                raise TimeoutError(f"process 0 waited {waited:.0f} s for chunks {pending[:10]} of the other "
+                                   "processes; run the same job again to resume")
+            if waited - last_note > 30:
+                last_note = waited
+                logger.info("process 0: waiting for %d chunks of the other processes", len(pending))
+            time.sleep(poll)
 
 
 def evaluate(
@@ -639,95 +720,39 @@ def evaluate(
         if c in bad:
             logger.warning("process %d: %s is unusable (%s): recomputing it", proc, _chunk_path(out, c), bad[c])
     n_items = lambda cs: sum(bounds(c)[1] - bounds(c)[0] for c in cs)  # noqa: E731
-    resumed = [c for c in mine if c in done]
+    resumed, resumed_all = [c for c in mine if c in done], list(done)
     logger.info("process %d/%d: %d items in %d chunks of %d, %d chunks for this process; resumed %d items "
                 "(%d chunks) from %s, %d corrupt chunks to recompute; computing %d items (%d chunks)",
                 proc, n_proc, n, n_chunks, chunk_size, len(mine), n_items(resumed), len(resumed), out / "chunks",
                 len([c for c in todo if c in bad]), n_items(todo), len(todo))
 
     what = "bits/dim" if levels is not None else "value"
-    running = _Running(what)
-    for arrays in done.values():
-        running.add(arrays)
     show = (sys.stderr.isatty() if progress is None else bool(progress)) and proc == 0
-    bar = _progress_bar(n, n_items(done), show)
-    if bar is not None and running.parts:
-        bar.set_postfix_str(running.text())
-
-    # ---- compute this process's chunks ----
-    static = (options, est_fn, dequantize, levels, data_range)
-    fn = shard_points(_batch_on_devices, devices=jax.local_devices())
-    traced = traced_score(score, "model")
-    b = min(batch_size, chunk_size, n)
-    kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
-    written = 0
-    for c in todo:
-        t0 = time.time()
-        lo, hi = bounds(c)
-        parts = []
-        for b0 in range(lo, hi, b):
-            xb = np.asarray(arr[b0: min(hi, b0 + b)])
-            m = xb.shape[0]
-            if m < b:  # pad with copies of the last item (stripped): one compiled shape
-                xb = np.concatenate([xb, np.repeat(xb[-1:], b - m, axis=0)])
-            per_pass = []
-            for p in range(passes):
-                res = fn(traced, sde, xb, start=jnp.asarray(b0, jnp.int32), pass_index=jnp.asarray(p, jnp.int32),
-                         key=key, static=static)
-                per_pass.append([np.asarray(r, np.float64)[:m] for r in res])
-            v, s, f, q = (np.stack(a) for a in zip(*per_pass))
-            bits = None if levels is None else np.stack(
-                [_bits(v[i], q[i], dim, levels, data_range, dequantize) for i in range(passes)])
-            parts.append(_combine(v, s, f, bits))
-        arrays = {"index": np.arange(lo, hi, dtype=np.int64),
-                  **{k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}}
-        _write_chunk(out, c, arrays, digest)
-        done[c] = arrays
-        running.add(arrays)
-        written += 1
-        dt = time.time() - t0
-        logger.info("process %d: chunk %d/%d (items %d-%d) computed in %.1f s (%.1f items/s); running %s", proc,
-                    c + 1, n_chunks, lo, hi - 1, dt, (hi - lo) / max(dt, 1e-9), running.text())
-        if bar is not None:
-            bar.update(hi - lo)
-            bar.set_postfix_str(running.text())
-        if kill_after and written >= kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
-    if proc != 0:
-        logger.info("process %d: done (%d chunks computed, %d resumed); process 0 merges", proc, len(todo),
-                    len(resumed))
-        return None
-
-    # ---- process 0: wait for the others' chunks, merge ----
-    pending = [c for c in range(n_chunks) if c not in done]
-    t_wait, last_note = time.time(), 0.0
-    while pending:
-        still = []
-        for c in pending:
-            try:
-                arrays = _read_chunk(out, c, *bounds(c), digest)
-            except BadChunk:  # the owner is recomputing it
-                arrays = None
-            if arrays is None:
-                still.append(c)
-                continue
+    progress_ = _Progress(what, n, done.values(), show)
+    with progress_.redirect_logging():
+        # ---- compute this process's chunks ----
+        job = _Job(traced_score(score, "model"), sde, key, (options, est_fn, dequantize, levels, data_range),
+                   passes, min(batch_size, chunk_size, n), dim)
+        kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+        for written, c in enumerate(todo, 1):
+            t0 = time.time()
+            lo, hi = bounds(c)
+            arrays = _compute_chunk(job, arr, lo, hi)
+            _write_chunk(out, c, arrays, digest)
             done[c] = arrays
-            running.add(arrays)
-            if bar is not None:
-                bar.update(len(arrays["index"]))
-                bar.set_postfix_str(running.text())
-        pending = still
-        if pending:
-            waited = time.time() - t_wait
-            if wait_timeout is not None and waited > wait_timeout:
-                raise TimeoutError(f"process 0 waited {waited:.0f} s for chunks {pending[:10]} of the other "
-                                   f"processes; run the same job again to resume")
-            if waited - last_note > 30:
-                last_note = waited
-                logger.info("process 0: waiting for %d chunks of the other processes", len(pending))
-            time.sleep(0.2)
-    if bar is not None:
-        bar.close()
+            progress_.add(arrays)
+            dt = time.time() - t0
+            logger.info("process %d: chunk %d/%d (items %d-%d) computed in %.1f s (%.1f items/s); running %s", proc,
+                        c + 1, n_chunks, lo, hi - 1, dt, (hi - lo) / max(dt, 1e-9), progress_.text())
+            if kill_after and written >= kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+        if proc != 0:
+            logger.info("process %d: done (%d chunks computed, %d resumed); process 0 merges", proc, len(todo),
+                        len(resumed))
+            return None
+        # ---- process 0: wait for the others' chunks ----
+        _collect(out, [c for c in range(n_chunks) if c not in done], bounds, digest, done, progress_, wait_timeout)
+        progress_.close()
     keys = ["index", "value", "stderr", "nfe"] + (["bits_per_dim"] if levels is not None else [])
     results = {k: np.concatenate([done[c][k] for c in range(n_chunks)]) for k in keys}
     atomic_write(out / "results.npz", _npz_bytes(results))
@@ -742,8 +767,8 @@ def evaluate(
         "n_items": int(n), "n_chunks": n_chunks, "dim": dim, "event_shape": list(event_shape),
         **stats,
         "nfe": None if np.isnan(nfe).any() else {"mean": _num(nfe.mean()), "total": _num(nfe.sum())},
-        "run": {"resumed_items": n_items(resumed), "computed_items": n_items(todo), "recomputed_corrupt_chunks":
-                len([c for c in todo if c in bad]), "batch_size": b, "wall_time_s": time.time() - t_start,
+        "run": {"resumed_items": n_items(resumed_all), "computed_items": n - n_items(resumed_all),
+                "recomputed_corrupt_chunks": len(bad), "batch_size": job.batch_size, "processes": n_proc, "wall_time_s": time.time() - t_start,
                 "data_source": source, "out_dir": str(out)},
         "device": _device_info(),
         "versions": {"diffdens": __version__, "python": sys.version.split()[0], **library_versions()},
@@ -752,8 +777,8 @@ def evaluate(
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=1).encode())
     head = stats.get("bits_per_dim", stats["value"])
-    logger.info("done: %d items (%d resumed, %d computed by process 0 in this run); %s %.4f +- %.4f; wrote %s and %s",
-                n, n_items(resumed), n_items(todo), what, head["mean"] or float("nan"),
+    logger.info("done: %d items (%d resumed, %d computed in this run); %s %.4f +- %.4f; wrote %s and %s",
+                n, n_items(resumed_all), n - n_items(resumed_all), what, head["mean"] or float("nan"),
                 head["stderr"] or float("nan"), out / "results.npz", out / "summary.json")
     return Evaluation(results["index"], results["value"], results["stderr"], results["nfe"],
                       results.get("bits_per_dim"), summary, out)
