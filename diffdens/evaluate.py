@@ -72,8 +72,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_positive_int, check_real
-from ._engine import check_score, check_score_sde, score_sde, traced_score
+from ._checks import check_positive_int, check_real, check_t0
+from ._engine import front_door, probe_times, score_sde, traced_score
 from .checkpoint import atomic_write, library_versions, load_model, model_config
 from .data import bits_per_dim, uniform_dequantize
 from .elbo import elbo
@@ -131,7 +131,7 @@ def _load_data(data):
             raise ValueError(f"data file {path} is not a readable .npy array ({type(e).__name__}: {e})") from e
         if not isinstance(arr, np.ndarray):
             raise ValueError(f"data file {path} must hold one array (.npy), not an archive of several")
-        return arr, str(path)
+        return arr, str(path.resolve())
     if isinstance(data, (np.ndarray, jax.Array)) or hasattr(data, "__array__"):
         return np.asarray(data), "array"
     if isinstance(data, (list, tuple)) or hasattr(data, "__iter__"):
@@ -237,6 +237,26 @@ def _resolve_model(model, sde, trust_code):
     return model, sde, {"score": name, "fingerprint": _fingerprint(traced_score(model, "model"))}
 
 
+def _probe_model(score, sde, first, est_fn, options, levels, data_range, dequantize):
+    """The estimators' front door on the first item (as the estimator will see it, the bin centre for integer
+    data): the score carries no other SDE, takes the data's event shape, and is finite at the probe times on
+    [t0, T] (one small compiled call), each a ValueError naming the model or the data."""
+    first = np.asarray(first, np.float64)
+    if levels is not None and dequantize == "uniform":
+        first = data_range[0] + (first + 0.5) * (data_range[1] - data_range[0]) / levels
+    t0 = options.get("t0", getattr(_parameters(est_fn).get("t0"), "default", None))
+    t0 = check_t0(t0, sde.T, "t0") if isinstance(t0, (int, float)) and not isinstance(t0, bool) else None
+    probe = t0 is not None and (levels is None or dequantize == "uniform")
+    front_door(score, sde, first, times=probe_times(sde, t0) if probe else None, score_name="model", x_name="data")
+
+
+def _parameters(fn) -> dict:
+    try:
+        return dict(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return {}
+
+
 def _jsonable(obj):
     """A JSON-able, address-free description of an option value (for the configuration and its hash)."""
     if obj is None or isinstance(obj, (bool, int, str)):
@@ -286,10 +306,7 @@ def _key_data(key):
 
 def _check_options(estimator, options) -> dict:
     options = dict(options or {})
-    try:
-        params = inspect.signature(estimator).parameters
-    except (TypeError, ValueError):
-        params = {}
+    params = _parameters(estimator)
     var_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
     for name in options:
         if name in RESERVED_OPTIONS:
@@ -686,9 +703,8 @@ def evaluate(
     dim = math.prod(event_shape)
     score, sde, model_desc = _resolve_model(model, sde, trust_code)
     check_sde(sde)
-    check_score_sde(score, sde, "model")
+    _probe_model(score, sde, arr[:1], est_fn, options, levels, data_range, dequantize)
     dtype = jnp.result_type(float)
-    check_score(traced_score(score, "model"), event_shape, dtype, "model", "data")
     out = _prepare_out_dir(out_dir)
     deq_desc = None if levels is None else (dequantize if dequantize in (None, "uniform") else _jsonable(dequantize))
     config = {
@@ -721,9 +737,10 @@ def evaluate(
             logger.warning("process %d: %s is unusable (%s): recomputing it", proc, _chunk_path(out, c), bad[c])
     n_items = lambda cs: sum(bounds(c)[1] - bounds(c)[0] for c in cs)  # noqa: E731
     resumed, resumed_all = [c for c in mine if c in done], list(done)
-    logger.info("process %d/%d: %d items in %d chunks of %d, %d chunks for this process; resumed %d items "
-                "(%d chunks) from %s, %d corrupt chunks to recompute; computing %d items (%d chunks)",
-                proc, n_proc, n, n_chunks, chunk_size, len(mine), n_items(resumed), len(resumed), out / "chunks",
+    devs = jax.local_devices()
+    logger.info("process %d/%d (%d local %s devices): %d items in %d chunks of %d, %d chunks for this process; resumed "
+                "%d items (%d chunks) from %s, %d corrupt chunks to recompute; computing %d items (%d chunks)",
+                proc, n_proc, len(devs), devs[0].platform, n, n_chunks, chunk_size, len(mine), n_items(resumed), len(resumed), out / "chunks",
                 len([c for c in todo if c in bad]), n_items(todo), len(todo))
 
     what = "bits/dim" if levels is not None else "value"
@@ -769,7 +786,8 @@ def evaluate(
         "nfe": None if np.isnan(nfe).any() else {"mean": _num(nfe.mean()), "total": _num(nfe.sum())},
         "run": {"resumed_items": n_items(resumed_all), "computed_items": n - n_items(resumed_all),
                 "recomputed_corrupt_chunks": len(bad), "batch_size": job.batch_size, "processes": n_proc, "wall_time_s": time.time() - t_start,
-                "data_source": source, "out_dir": str(out)},
+                "data_source": source, "model_source": str(Path(model).resolve()) if isinstance(
+                    model, (str, os.PathLike)) else model_desc.get("score", "ScoreModel"), "out_dir": str(out.resolve())},
         "device": _device_info(),
         "versions": {"diffdens": __version__, "python": sys.version.split()[0], **library_versions()},
         "config_hash": digest,

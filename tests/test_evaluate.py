@@ -21,6 +21,7 @@ import sys
 from types import SimpleNamespace
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -227,6 +228,8 @@ def test_bad_input_is_refused_before_compiled_work(job, tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="out_dir .* not writable"):
         run(out=tmp_path / "file" / "out")
+    with pytest.raises(ValueError, match="model returned a non-finite value at t="):
+        run(model=lambda y, t: jnp.where(t < 0.5, jnp.nan, -y), sde=job.sde)
     with pytest.raises(ValueError, match="has no option 'n_time'"):
         run(options={"n_time": 8})
     with pytest.raises(ValueError, match="'key' is set by evaluate"):
