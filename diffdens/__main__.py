@@ -97,7 +97,11 @@ def _free_port() -> int:
 
 
 def _local_gpus() -> list:
-    """The visible NVIDIA GPUs (CUDA_VISIBLE_DEVICES, else ``nvidia-smi -L``), without importing JAX."""
+    """The visible NVIDIA GPUs (CUDA_VISIBLE_DEVICES, else ``nvidia-smi -L``), without importing JAX; none when
+    ``JAX_PLATFORMS`` names no GPU platform (e.g. ``cpu``)."""
+    platforms = os.environ.get("JAX_PLATFORMS", "").lower()
+    if platforms and not any(p in platforms for p in ("cuda", "gpu")):
+        return []
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g for g in env.split(",") if g.strip() and g.strip() != "-1"]

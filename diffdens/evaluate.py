@@ -398,12 +398,12 @@ def _write_chunk(out: Path, c: int, arrays: dict, digest: str) -> None:
     atomic_write(_chunk_path(out, c), CHUNK_MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
-class BadChunk(Exception):
+class _BadChunk(Exception):
     """A chunk file that exists but cannot be used (corrupt, truncated, foreign)."""
 
 
 def _read_chunk(out: Path, c: int, lo: int, hi: int, digest: str) -> Optional[dict]:
-    """The chunk's arrays, None if the file does not exist; raises :class:`BadChunk` saying why it is unusable."""
+    """The chunk's arrays, None if the file does not exist; raises :class:`_BadChunk` saying why it is unusable."""
     path = _chunk_path(out, c)
     try:
         blob = path.read_bytes()
@@ -411,19 +411,19 @@ def _read_chunk(out: Path, c: int, lo: int, hi: int, digest: str) -> Optional[di
         return None
     n0 = len(CHUNK_MAGIC)
     if not blob.startswith(CHUNK_MAGIC) or len(blob) < n0 + 32:
-        raise BadChunk("bad header")
+        raise _BadChunk("bad header")
     payload = blob[n0 + 32:]
     if hashlib.sha256(payload).digest() != blob[n0: n0 + 32]:
-        raise BadChunk("checksum mismatch: corrupted or truncated")
+        raise _BadChunk("checksum mismatch: corrupted or truncated")
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (ValueError, OSError, EOFError) as e:
-        raise BadChunk(f"unreadable payload ({e})") from e
+        raise _BadChunk(f"unreadable payload ({e})") from e
     if str(arrays.pop("config_hash", "")) != digest or int(arrays.pop("chunk", -1)) != c:
-        raise BadChunk("written by another configuration")
+        raise _BadChunk("written by another configuration")
     if not np.array_equal(arrays.get("index"), np.arange(lo, hi)):
-        raise BadChunk("holds other items")
+        raise _BadChunk("holds other items")
     return arrays
 
 
@@ -496,6 +496,25 @@ def _stats(v, stderr=None) -> dict:
         meds.append(np.median(v[idx], axis=1))
     lo, hi = np.percentile(np.concatenate(meds), [2.5, 97.5])
     out.update(median=_num(np.median(v)), median_interval=[_num(lo), _num(hi)], interval_level=0.95)
+    return out
+
+
+def _summary(results, event_shape, n_chunks, run, config, digest) -> dict:
+    """What summary.json holds: statistics of value (and bits/dim), nfe, counts, the run, device, versions, config."""
+    from . import __version__  # the package's version (the package imports this module)
+
+    dim = math.prod(event_shape)
+    stderr = results["stderr"]
+    out = {"n_items": int(results["index"].size), "n_chunks": n_chunks, "dim": dim, "event_shape": list(event_shape),
+           "value": _stats(results["value"], None if np.isnan(stderr).any() else stderr)}
+    if "bits_per_dim" in results:
+        out["bits_per_dim"] = _stats(results["bits_per_dim"],
+                                     None if np.isnan(stderr).any() else stderr / (dim * math.log(2.0)))
+    nfe = results["nfe"]
+    out["nfe"] = None if np.isnan(nfe).any() else {"mean": _num(nfe.mean()), "total": _num(nfe.sum())}
+    out.update(run=run, device=_device_info(),
+               versions={"diffdens": __version__, "python": sys.version.split()[0], **library_versions()},
+               config_hash=digest, config=config)
     return out
 
 
@@ -584,7 +603,8 @@ def _compute_chunk(job: _Job, arr, lo: int, hi: int) -> dict:
         bits = None if levels is None else np.stack(
             [_bits(v[i], q[i], job.dim, levels, data_range, dequantize) for i in range(job.passes)])
         parts.append(_combine(v, s, f, bits))
-    return {"index": np.arange(lo, hi, dtype=np.int64), **{k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}}
+    return {"index": np.arange(lo, hi, dtype=np.int64),
+            **{k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}}
 
 
 def _collect(out, pending, bounds, digest, done, progress, wait_timeout, poll=0.2):
@@ -596,7 +616,7 @@ def _collect(out, pending, bounds, digest, done, progress, wait_timeout, poll=0.
         for c in pending:
             try:
                 arrays = _read_chunk(out, c, *bounds(c), digest)
-            except BadChunk:
+            except _BadChunk:
                 arrays = None
             if arrays is None:
                 still.append(c)
@@ -726,7 +746,7 @@ def evaluate(
     for c in watch:
         try:
             arrays = _read_chunk(out, c, *bounds(c), digest)
-        except BadChunk as e:
+        except _BadChunk as e:
             bad[c] = str(e)
             continue
         if arrays is not None:
@@ -740,8 +760,8 @@ def evaluate(
     devs = jax.local_devices()
     logger.info("process %d/%d (%d local %s devices): %d items in %d chunks of %d, %d chunks for this process; resumed "
                 "%d items (%d chunks) from %s, %d corrupt chunks to recompute; computing %d items (%d chunks)",
-                proc, n_proc, len(devs), devs[0].platform, n, n_chunks, chunk_size, len(mine), n_items(resumed), len(resumed), out / "chunks",
-                len([c for c in todo if c in bad]), n_items(todo), len(todo))
+                proc, n_proc, len(devs), devs[0].platform, n, n_chunks, chunk_size, len(mine), n_items(resumed),
+                len(resumed), out / "chunks", len([c for c in todo if c in bad]), n_items(todo), len(todo))
 
     what = "bits/dim" if levels is not None else "value"
     show = (sys.stderr.isatty() if progress is None else bool(progress)) and proc == 0
@@ -773,30 +793,16 @@ def evaluate(
     keys = ["index", "value", "stderr", "nfe"] + (["bits_per_dim"] if levels is not None else [])
     results = {k: np.concatenate([done[c][k] for c in range(n_chunks)]) for k in keys}
     atomic_write(out / "results.npz", _npz_bytes(results))
-    from . import __version__
-
-    stats = {"value": _stats(results["value"], None if np.isnan(results["stderr"]).any() else results["stderr"])}
-    if levels is not None:
-        se_bits = results["stderr"] / (dim * math.log(2.0))
-        stats["bits_per_dim"] = _stats(results["bits_per_dim"], None if np.isnan(se_bits).any() else se_bits)
-    nfe = results["nfe"]
-    summary = {
-        "n_items": int(n), "n_chunks": n_chunks, "dim": dim, "event_shape": list(event_shape),
-        **stats,
-        "nfe": None if np.isnan(nfe).any() else {"mean": _num(nfe.mean()), "total": _num(nfe.sum())},
-        "run": {"resumed_items": n_items(resumed_all), "computed_items": n - n_items(resumed_all),
-                "recomputed_corrupt_chunks": len(bad), "batch_size": job.batch_size, "processes": n_proc, "wall_time_s": time.time() - t_start,
-                "data_source": source, "model_source": str(Path(model).resolve()) if isinstance(
-                    model, (str, os.PathLike)) else model_desc.get("score", "ScoreModel"), "out_dir": str(out.resolve())},
-        "device": _device_info(),
-        "versions": {"diffdens": __version__, "python": sys.version.split()[0], **library_versions()},
-        "config_hash": digest,
-        "config": config,
-    }
+    run = {"resumed_items": n_items(resumed_all), "computed_items": n - n_items(resumed_all),
+           "recomputed_corrupt_chunks": len(bad), "batch_size": job.batch_size, "processes": n_proc,
+           "wall_time_s": time.time() - t_start, "data_source": source,
+           "model_source": str(Path(model).resolve()) if isinstance(model, (str, os.PathLike))
+           else model_desc.get("score", "ScoreModel"), "out_dir": str(out.resolve())}
+    summary = _summary(results, event_shape, n_chunks, run, config, digest)
     atomic_write(out / "summary.json", json.dumps(summary, indent=1).encode())
-    head = stats.get("bits_per_dim", stats["value"])
-    logger.info("done: %d items (%d resumed, %d computed in this run); %s %.4f +- %.4f; wrote %s and %s",
-                n, n_items(resumed_all), n - n_items(resumed_all), what, head["mean"] or float("nan"),
-                head["stderr"] or float("nan"), out / "results.npz", out / "summary.json")
+    head = summary.get("bits_per_dim", summary["value"])
+    logger.info("done: %d items (%d resumed, %d computed in this run); %s %s +- %s; wrote %s and %s", n,
+                run["resumed_items"], run["computed_items"], what, head["mean"], head["stderr"], out / "results.npz",
+                out / "summary.json")
     return Evaluation(results["index"], results["value"], results["stderr"], results["nfe"],
                       results.get("bits_per_dim"), summary, out)
