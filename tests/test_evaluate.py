@@ -247,3 +247,12 @@ def test_cli_options_become_objects():
                           "eps_correction=false"])
     assert opts == {"n_times": 8, "form": "dsm", "eps_correction": False, "divergence": dd.Hutchinson(n_probes=4),
                     "solve": dd.SolveOptions(rtol=1e-3, atol=1e-4)}
+
+
+def test_uniform_dequantize_under_jit():
+    """The dequantization runs inside the compiled batch: under jit an out-of-range integer still raises."""
+    f = jax.jit(lambda key, k: dd.uniform_dequantize(key, k, levels=4))
+    y = f(jax.random.key(0), jnp.array([[0, 3]]))
+    assert ((y >= jnp.array([0.0, 0.75])) & (y < jnp.array([0.25, 1.0]))).all()
+    with pytest.raises(Exception, match=r"k must lie in \{0, \.\.\., 3\}"):
+        jax.block_until_ready(f(jax.random.key(0), jnp.array([[0, 4]])))
