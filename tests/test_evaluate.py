@@ -70,11 +70,12 @@ def _results(out):
         return {k: z[k] for k in z.files}
 
 
-def _cli(job, out, *extra, kill_after=None):
+def _cli(job, out, *extra, kill_after=None, local_devices=1):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(job.dir / "jax-cache"),  # shared: fewer compilations
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     env.pop(EV.KILL_AFTER_ENV, None)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local_devices}"
     if kill_after is not None:
         env[EV.KILL_AFTER_ENV] = str(kill_after)
     cmd = [sys.executable, "-m", "diffdens", "evaluate", str(job.ckpt), str(job.data), str(out), "--estimator",
@@ -129,12 +130,12 @@ def test_cli_killed_after_first_chunk_resumes_exactly(job, tmp_path):
 
 
 def test_cli_two_processes_equal_one(job, tmp_path):
-    """--processes 2 (jax.distributed on the CPU, chunk c on process c % 2, process 0 merges) gives the
-    single-process items."""
+    """--processes 2 (jax.distributed on the CPU, chunk c on process c % 2, each batch split over the process's two
+    local devices by shard_points, process 0 merges) gives the single-process items."""
     out = tmp_path / "out"
-    res = _cli(job, out, "--processes", "2")
+    res = _cli(job, out, "--processes", "2", local_devices=2)
     assert res.returncode == 0, res.stderr
-    assert "[p1] process 1/2" in res.stderr and "[p0] process 0/2" in res.stderr
+    assert "[p1] process 1/2 (2 local cpu devices)" in res.stderr and "[p0] process 0/2 (2 local" in res.stderr
     _same(_results(out), job.ref._asdict(), CLI_RTOL)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["device"]["processes"] == 2 and summary["config_hash"] == job.ref.summary["config_hash"]
