@@ -1,7 +1,7 @@
 """``python -m diffdens evaluate MODEL DATA OUT ...``: :func:`diffdens.evaluate` from the command line.
 
-Single process by default. ``--processes N`` launches N local processes (this launcher imports no JAX; each child
-is ``python -m diffdens evaluate ... --coordinator 127.0.0.1:PORT --num-processes N --process-id i``; on a machine
+Single process by default. ``--processes N`` launches N local processes (the launcher starts no JAX backend; each
+child is ``python -m diffdens evaluate ... --coordinator 127.0.0.1:PORT --num-processes N --process-id i``; on a machine
 with NVIDIA GPUs each child gets its share of them through ``CUDA_VISIBLE_DEVICES``). ``--coordinator``,
 ``--num-processes`` and ``--process-id`` call ``jax.distributed.initialize`` with them; ``--distributed`` calls it
 with none, so that JAX detects them from the cluster environment (SLURM, Open MPI, ...). See
@@ -20,7 +20,8 @@ import subprocess
 import sys
 import time
 
-ESTIMATOR_NAMES = ("ode_log_prob", "elbo", "path_integral_log_prob")
+from .evaluate import DEFAULT_CHUNK_SIZE, ESTIMATORS  # (importing the package starts no JAX backend)
+
 SOLVE_KEYS = ("rtol", "atol", "max_steps")
 
 
@@ -37,11 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model", help="checkpoint file written by diffdens.save_model")
     ev.add_argument("data", help=".npy array (n, *event_shape) of floats, or of integers with --levels")
     ev.add_argument("out", help="output directory (reuse it to resume)")
-    ev.add_argument("--estimator", default="ode_log_prob", choices=ESTIMATOR_NAMES)
+    ev.add_argument("--estimator", default="ode_log_prob", choices=tuple(ESTIMATORS))
     ev.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE",
                     help="an estimator option (repeatable)")
     ev.add_argument("--passes", type=int, default=1, help="estimates per item, averaged (default 1)")
-    ev.add_argument("--chunk-size", type=int, default=256, help="items per chunk file (default 256)")
+    ev.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                    help=f"items per chunk file (default {DEFAULT_CHUNK_SIZE})")
     ev.add_argument("--batch-size", type=int, default=None, help="items per compiled call (default: chunk size)")
     ev.add_argument("--seed", type=int, default=0, help="the PRNG seed (default 0)")
     ev.add_argument("--levels", type=int, default=None, help="discrete levels of integer data (e.g. 256)")
