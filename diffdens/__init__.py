@@ -10,6 +10,7 @@ from .augmented import BiasDiagnostics, ForwardAugmented, augmented_forward, sam
 from .checkpoint import load_model, save_model
 from .data import bits_per_dim, uniform_dequantize
 from .elbo import elbo, hvae_elbo, variational_gap
+from .evaluate import Evaluation, evaluate
 from .identities import entropy, kl_divergence, weighted_score_error
 from .finetune import fit_ode_likelihood
 from .estimate import Estimate, SamplePath, Samples, make_probes, sample_times, value_and_divergence
@@ -51,6 +52,8 @@ __all__ = [
     "augmented_forward",
     "sde_bias_diagnostics",
     "elbo",
+    "Evaluation",
+    "evaluate",
     "hvae_elbo",
     "variational_gap",
     "entropy",

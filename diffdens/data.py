@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._checks import check_positive_int
+from ._engine import is_traced
 
 
 def _delta(levels, data_range):
@@ -40,8 +42,11 @@ def uniform_dequantize(key: PRNGKeyArray, k: Int[Array, "n D"], *, levels: int, 
     """
     levels, a, delta = _delta(levels, data_range)
     k = jnp.asarray(k)
-    if jnp.any(k < 0) or jnp.any(k >= levels):
-        raise ValueError(f"k must lie in {{0, ..., {levels - 1}}}")
+    msg = f"k must lie in {{0, ..., {levels - 1}}}"
+    if is_traced(k):  # under jit / vmap: a runtime check
+        k = eqx.error_if(k, jnp.any(k < 0) | jnp.any(k >= levels), msg)
+    elif jnp.any(k < 0) or jnp.any(k >= levels):
+        raise ValueError(msg)
     u = jax.random.uniform(key, k.shape, dtype=jnp.result_type(float))
     return a + (k.astype(u.dtype) + u) * delta
 
