@@ -33,7 +33,7 @@ discrete log-probability of *that* model (ODE and SDE models differ).
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Union
 
 import equinox as eqx
 import jax

@@ -6,14 +6,13 @@ import jax
 import numpy as np
 import pytest
 
-from contract import P, REGISTERED as NAMES, REGISTRY, TK, XS, as_event_score, run_registered, tol_for
+from contract import P, REGISTERED as NAMES, TK, XS, as_event_score, run_registered, tol_for
 
 EVENT = (2, 1, 1)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_image_points_equal_flat(name):
-    kind = REGISTRY[name][1]
     flat = run_registered(name, P.score, XS, TK)
     img = run_registered(name, as_event_score(P.score, EVENT), XS.reshape((-1,) + EVENT), TK,
                          shape=(XS.shape[0],) + EVENT)
