@@ -9,6 +9,8 @@ from .adapters import from_discrete_timesteps, score_from_denoiser, score_from_e
 from .augmented import BiasDiagnostics, ForwardAugmented, augmented_forward, sample_with_log_prob, sde_bias_diagnostics
 from .checkpoint import load_model, save_model
 from .data import bits_per_dim, uniform_dequantize
+from .dequantization import (Dequantizer, ErrorBudget, discrete_log_prob, error_budget, fit_dequantizer,
+                             init_dequantizer)
 from .elbo import elbo, hvae_elbo, variational_gap
 from .evaluate import Evaluation, evaluate
 from .identities import entropy, kl_divergence, weighted_score_error
@@ -25,6 +27,7 @@ from .reverse import reverse_sde_sample
 from .sde import (CosineVPSDE, CustomSDE, EDMSDE, LinearSDE, RectifiedFlowSDE, ScheduleSDE, SubVPSDE, VESDE, VPSDE,
                   check_sde, forward_sample)
 from .train import fit_score
+from .unet import ScoreUNet, init_unet
 from . import adapters, book, datasets, testing
 
 __version__ = "0.1.0"
@@ -72,6 +75,14 @@ __all__ = [
     "weighted_score_error",
     "bits_per_dim",
     "uniform_dequantize",
+    "Dequantizer",
+    "ErrorBudget",
+    "discrete_log_prob",
+    "error_budget",
+    "fit_dequantizer",
+    "init_dequantizer",
+    "ScoreUNet",
+    "init_unet",
     "ode_encode",
     "ode_log_prob",
     "ode_sample",

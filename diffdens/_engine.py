@@ -213,13 +213,23 @@ def _cached_eval_shape(fn, args, what, check: Callable) -> None:
         _SHAPE_OK[key] = True
 
 
-def _declared_dim(score):
-    """The point dimension a score declares (``dim`` of a model, adapter or its ``net``), or None."""
+def _int(d) -> bool:
+    return isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_))
+
+
+def _declared_event_shape(score):
+    """The event shape a score declares (``event_shape``, a tuple of ints, or ``dim``, giving (dim,), of a model,
+    adapter or its ``net``), or None."""
     for obj in (score, getattr(score, "__self__", None), getattr(score, "obj", None)):
         for o in (obj, getattr(obj, "net", None)):
-            d = getattr(o, "dim", None) if o is not None else None
-            if isinstance(d, int) and not isinstance(d, bool):
-                return d
+            if o is None:
+                continue
+            ev = getattr(o, "event_shape", None)
+            if isinstance(ev, tuple) and ev and all(_int(d) for d in ev):
+                return tuple(int(d) for d in ev)
+            d = getattr(o, "dim", None)
+            if _int(d):
+                return (int(d),)
     return None
 
 
@@ -230,9 +240,9 @@ def check_score(score: Callable, event_shape: tuple, dtype, name: str = "score",
     args = (jax.ShapeDtypeStruct(ev, dtype), jax.ShapeDtypeStruct((), dtype))
 
     def check(fn, a):
-        dim = _declared_dim(fn)
-        if dim is not None and ev != (dim,):
-            raise ValueError(f"{x_name} has event shape {ev}, the {name} expects ({dim},)")
+        want = _declared_event_shape(fn)
+        if want is not None and ev != want:
+            raise ValueError(f"{x_name} has event shape {ev}, the {name} expects {want}")
         try:
             out = abstract_eval(fn, *a)
         except Exception as e:  # noqa: BLE001 - any failure to trace is the score's

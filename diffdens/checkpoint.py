@@ -23,14 +23,24 @@ from flax import nnx, serialization
 
 from .nets import ScoreModel, init_model
 from .sde import sde_config, sde_from_config
+from .unet import UNET_KEYS, init_unet
 
 MAGIC = b"DIFFDENS1"
 NET_KEYS = ("dim", "hidden", "depth", "n_features")
+ARCHITECTURE_KEYS = {"mlp": NET_KEYS, "unet": UNET_KEYS}  # the sizes each architecture's config must hold
+
+
+def architecture(model: ScoreModel) -> str:
+    """``"mlp"`` or ``"unet"``: the network a model's config describes (a config without the key is an MLP's)."""
+    return model.config.get("architecture", "mlp")
 
 
 def model_config(model: ScoreModel) -> dict:
-    """The JSON-able description of ``model`` stored in its checkpoint."""
-    return {"sde": sde_config(model.sde), "parameterization": model.parameterization, "net": model.config}
+    """The JSON-able description of ``model`` stored in its checkpoint: the SDE, the parameterization, the
+    architecture (``"mlp"`` or ``"unet"``) and the network's sizes."""
+    net = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.config.items() if k != "architecture"}
+    return {"sde": sde_config(model.sde), "parameterization": model.parameterization,
+            "architecture": architecture(model), "net": net}
 
 
 def _flat(tree) -> dict:
@@ -159,16 +169,25 @@ def load_model(path, *, sde=None, trust_code: bool = False) -> ScoreModel:
         cfg = json.loads(data["config"])
         net_cfg, stored = dict(cfg["net"]), data["state"]
         sde_cfg, par = cfg["sde"], cfg["parameterization"]
-    except (KeyError, TypeError, ValueError) as e:
+        arch = cfg.get("architecture", "mlp")  # checkpoints written before the U-Net hold an MLP
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"{path}: malformed checkpoint payload ({e})") from e
-    missing = [k for k in NET_KEYS if k not in net_cfg]
+    if arch not in ARCHITECTURE_KEYS:
+        raise ValueError(f"{path}: unknown architecture {arch!r} (known: {tuple(ARCHITECTURE_KEYS)})")
+    missing = [k for k in ARCHITECTURE_KEYS[arch] if k not in net_cfg]
     if missing:
         raise ValueError(f"{path}: the network config lacks {missing}")
-    _check_net_config(net_cfg, path)
+    _check_net_config(net_cfg, path, arch)
     if not isinstance(par, str):
         raise ValueError(f"{path}: malformed parameterization {par!r}")
-    model = init_model(net_cfg["dim"], _stored_sde(sde_cfg, path, sde=sde, trust_code=bool(trust_code)),
-                       key=jax.random.key(0), parameterization=par, **{k: net_cfg[k] for k in NET_KEYS[1:]})
+    the_sde = _stored_sde(sde_cfg, path, sde=sde, trust_code=bool(trust_code))
+    if arch == "mlp":
+        model = init_model(net_cfg["dim"], the_sde, key=jax.random.key(0), parameterization=par,
+                           **{k: net_cfg[k] for k in NET_KEYS[1:]})
+    else:
+        net_cfg["event_shape"] = tuple(net_cfg["event_shape"])
+        model = init_unet(net_cfg["event_shape"], the_sde, key=jax.random.key(0), parameterization=par,
+                          channels=net_cfg["channels"], groups=net_cfg["groups"])
     state = nnx.state(model.net)
     want, got = _flat(state.to_pure_dict()), _flat(stored)
     problems = [f"{k} missing" for k in want if k not in got]
@@ -184,14 +203,22 @@ def load_model(path, *, sde=None, trust_code: bool = False) -> ScoreModel:
                          + "; ".join(sorted(problems)))
     state.replace_by_pure_dict(jax.tree_util.tree_map(jnp.asarray, stored))
     nnx.update(model.net, state)
-    model.config = net_cfg
+    model.config = net_cfg if arch == "mlp" else dict(architecture=arch, **net_cfg)
     return model
 
 
-def _check_net_config(net_cfg: dict, path) -> None:
-    """The stored network sizes are integers (JSON ints, not '3' or 8.5): dim, hidden, n_features >= 1, depth >= 0."""
-    for k in NET_KEYS:
+def _check_net_config(net_cfg: dict, path, arch: str = "mlp") -> None:
+    """The stored network sizes are integers (JSON ints, not '3' or 8.5): for the MLP dim, hidden, n_features >= 1,
+    depth >= 0; for the U-Net channels, groups >= 1 and event_shape three integers >= 1 (H, W even)."""
+    for k in ARCHITECTURE_KEYS[arch]:
         v, lo = net_cfg[k], 0 if k == "depth" else 1
+        if k == "event_shape":
+            ok = isinstance(v, list) and len(v) == 3 and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in v) and v[0] % 2 == v[1] % 2 == 0
+            if not ok:
+                raise ValueError(f"{path}: the network config has event_shape={v!r}; it must be [H, W, C], "
+                                 "integers >= 1 with H and W even")
+            continue
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{path}: the network config has {k}={v!r}; it must be an integer >= {lo}")
 

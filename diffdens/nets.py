@@ -58,6 +58,7 @@ class ScoreMLP(nnx.Module):
     def __init__(self, dim: int, *, hidden: int = 128, depth: int = 3, n_features: int = 32,
                  x_scale: float = 1.0, t_scale: float = 4.0, rngs: nnx.Rngs):
         self.dim = dim
+        self.event_shape = (dim,)
         self.bx = Fixed(x_scale * jax.random.normal(rngs.params(), (dim, n_features), jnp.float32))
         self.bt = Fixed(t_scale * jax.random.normal(rngs.params(), (1, n_features), jnp.float32))
         width = dim + 1 + 4 * n_features
@@ -84,15 +85,18 @@ class ScoreModel:
 
     A ScoreModel is a pytree (its children are the network's nnx state; the graph definition, SDE,
     parameterization and config are static), so estimators trace its weights: two models of one architecture share
-    one compilation. ``model.score(x, t)`` and ``model.entropy(x, t)`` take x (D,) or (..., D) and return the same
-    shape; ``model.raw(x, t)`` is the network output.
+    one compilation. ``model.score(x, t)`` and ``model.entropy(x, t)`` take x of the event shape ((D,) for
+    :class:`ScoreMLP`, (H, W, C) for :class:`~diffdens.unet.ScoreUNet`), or with leading batch axes, and return the
+    same shape; ``model.raw(x, t)`` is the network output.
 
     Arguments:
-        net: the network (:class:`ScoreMLP`).
+        net: the network (:class:`ScoreMLP` or :class:`~diffdens.unet.ScoreUNet`: any nnx module with an
+            ``event_shape`` attribute, called as ``net(x, t)``).
         sde: the forward SDE (:class:`diffdens.LinearSDE`) the model was trained for.
         parameterization: what the network output means: ``"score"``, ``"entropy"``, ``"eps"``, ``"x0"`` or
             ``"velocity"`` (see :mod:`diffdens.nets`).
-        config: the architecture's sizes (dim, hidden, depth, n_features), stored in checkpoints.
+        config: the architecture's sizes (for the MLP: dim, hidden, depth, n_features; for the U-Net:
+            ``architecture="unet"`` and its sizes), stored in checkpoints.
     """
 
     def tree_flatten(self):
@@ -112,15 +116,25 @@ class ScoreModel:
         self.config = dict(config or {})
 
     def __repr__(self) -> str:
-        return f"ScoreModel({self.parameterization!r}, {self.sde!r}, D={self.net.dim})"
+        return f"ScoreModel({self.parameterization!r}, {self.sde!r}, event_shape={self.event_shape})"
+
+    @property
+    def event_shape(self) -> tuple:
+        """The shape of one point: (D,) for :class:`ScoreMLP`, (H, W, C) for :class:`~diffdens.unet.ScoreUNet`."""
+        return tuple(self.net.event_shape)
+
+    def _time(self, x, t):
+        """t as an array that broadcasts against x (..., *event_shape): t (...) gets one axis per event axis."""
+        return jnp.reshape(jnp.asarray(t, x.dtype), jnp.shape(t) + (1,) * len(self.event_shape))
 
     def raw(self, x, t):
         """The network output o(x, t)."""
         return self.net(x, t)
 
-    def score(self, x: Float[Array, " D"], t) -> Float[Array, " D"]:
-        """grad log p_t(x) as this model estimates it (x of shape (D,) or (..., D), t scalar or (...))."""
-        t_ = jnp.asarray(t, x.dtype)[..., None]
+    def score(self, x: Float[Array, "*b *event"], t) -> Float[Array, "*b *event"]:
+        """grad log p_t(x) as this model estimates it (x of shape (*event_shape) or (..., *event_shape), t scalar
+        or (...))."""
+        t_ = self._time(x, t)
         alpha, sigma = self.sde.marginal(t_)
         o = self.net(x, t)
         par = self.parameterization
@@ -138,9 +152,9 @@ class ScoreModel:
             return velocity_to_score(jnp.sqrt((f * alpha) ** 2 + dsigma**2) * o, x, t_, self.sde)
         return o / sigma + 2 * self.sde.f(t_) * x / self.sde.g2(t_)
 
-    def entropy(self, x: Float[Array, " D"], t) -> Float[Array, " D"]:
+    def entropy(self, x: Float[Array, "*b *event"], t) -> Float[Array, "*b *event"]:
         """The entropy-matching field e = s - 2 f x / g^2 (Premkumar 2024, eq. 2.6), for any parameterization."""
-        t_ = jnp.asarray(t, x.dtype)[..., None]
+        t_ = self._time(x, t)
         return self.score(x, t) - 2 * self.sde.f(t_) * x / self.sde.g2(t_)
 
 

@@ -47,20 +47,24 @@ from .checkpoint import atomic_write, cache_dir, cache_key, load_model, save_mod
 from .estimate import sample_times
 from .nets import PARAMETERIZATIONS, ScoreModel, check_net_sizes, init_model
 from .sde import LinearSDE, check_sde, sde_config
+from .unet import check_event_shape, check_unet_sizes, init_unet
 
 WEIGHTINGS = ("song", "likelihood", "likelihood_is")
+ARCHITECTURES = ("mlp", "unet")
 
 
 def dsm_terms(model: ScoreModel, x0, key, *, weighting: str, t0: float):
-    """Per-example weighted DSM losses for a batch x0 (B, D) (one time and one noise per example)."""
+    """Per-example weighted DSM losses for a batch x0 (B, *event_shape) (one time and one noise per example)."""
     sde = model.sde
     kt, ke = jax.random.split(key)
     t, w = sample_times(sde, kt, (x0.shape[0],), t0=t0, importance_sampling=weighting == "likelihood_is",
                         dtype=x0.dtype)
     alpha, sigma = sde.marginal(t)
     eps = jax.random.normal(ke, x0.shape, x0.dtype)
-    xt = alpha[:, None] * x0 + sigma[:, None] * eps
-    resid2 = jnp.sum((sigma[:, None] * model.score(xt, t) + eps) ** 2, axis=-1)  # sigma^2 |s + eps/sigma|^2
+    ev = (slice(None),) + (None,) * (x0.ndim - 1)  # t (B,) against points (B, *event_shape)
+    xt = alpha[ev] * x0 + sigma[ev] * eps
+    resid = sigma[ev] * model.score(xt, t) + eps
+    resid2 = jnp.sum(resid.reshape(x0.shape[0], -1) ** 2, axis=-1)  # sigma^2 |s + eps/sigma|^2
     if weighting == "song":
         lam_over_sigma2 = jnp.ones_like(t) * (sde.T - t0)
     else:  # g^2 / sigma^2 times the 1/p(t) weight: uniform w = T - t0; IS w = Z sigma^2 / g^2
@@ -85,6 +89,9 @@ def fit_score(
     t0: float = 1e-5,
     cache: bool = True,
     progress: bool = True,
+    architecture: str = "mlp",
+    channels: int = 32,
+    groups: int = 8,
 ):
     """Train a :class:`~diffdens.ScoreModel` by denoising score matching (module docstring for the weightings).
 
@@ -94,7 +101,8 @@ def fit_score(
     library versions (:func:`~diffdens.checkpoint.cache_key`), and reused on the next identical call.
 
     Arguments:
-        data: (N, D) the training points.
+        data: (N, D) the training points for ``architecture="mlp"``; (N, H, W, C) images (H, W even) for
+            ``architecture="unet"`` (e.g. :func:`diffdens.datasets.photo_patches` scaled to floats).
         sde: any linear SDE (VP, sub-VP, VE, a preset schedule or ``LinearSDE.from_schedule``).
         key: PRNG key (initialisation, times, noise, shuffling).
         parameterization: ``"score"``, ``"eps"``, ``"x0"``, ``"velocity"`` or ``"entropy"`` (see
@@ -109,6 +117,10 @@ def fit_score(
         t0: the lower end of the training times, in (0, T).
         cache: reuse (and store) the model trained by an identical call.
         progress: show a progress bar (tqdm, when installed).
+        architecture: ``"mlp"`` (:class:`~diffdens.ScoreMLP`, data (N, D)) or ``"unet"``
+            (:class:`~diffdens.unet.ScoreUNet`, data (N, H, W, C)).
+        channels, groups: the :class:`~diffdens.unet.ScoreUNet` sizes (as :func:`~diffdens.unet.init_unet`; used
+            only for ``architecture="unet"``).
 
     Returns:
         ``(model, history)``: the trained :class:`~diffdens.ScoreModel`, and a dict with ``history["loss"]``
@@ -127,19 +139,31 @@ def fit_score(
     t0 = check_t0(t0, sde.T)  # strictly inside (0, T): log-SNR(0) is infinite, and t0 = T leaves nothing to train
     check_bool(cache, "cache")
     check_bool(progress, "progress")
+    check_option(architecture, ARCHITECTURES, "architecture")
     data = check_points(data, "data")  # N >= 1 points, finite
-    if data.ndim != 2:
-        raise ValueError(f"data must have shape (N, D) for the MLP score network, got shape {data.shape}")
-    N, D = data.shape
-    sizes = check_net_sizes(D, hidden, depth, n_features)
-    hidden, depth, n_features = sizes["hidden"], sizes["depth"], sizes["n_features"]
+    N = data.shape[0]
+    if architecture == "mlp":
+        if data.ndim != 2:
+            raise ValueError(f"data must have shape (N, D) for the MLP score network, got shape {data.shape} "
+                             "(images (N, H, W, C): architecture='unet')")
+        sizes = check_net_sizes(data.shape[1], hidden, depth, n_features)
+        net_desc = dict(hidden=sizes["hidden"], depth=sizes["depth"], n_features=sizes["n_features"])
+    else:
+        if data.ndim != 4:
+            raise ValueError(f"data must have shape (N, H, W, C) for architecture='unet', got shape {data.shape}")
+        try:
+            check_event_shape(data.shape[1:])
+        except ValueError as e:
+            raise ValueError(f"data has shape {data.shape}: its {e}") from None
+        sizes = check_unet_sizes(data.shape[1:], channels, groups)
+        net_desc = dict(architecture="unet", channels=sizes["channels"], groups=sizes["groups"])
     steps = epochs * _batches_per_epoch(N, n_throws, batch_size)
     try:
         sde_desc = sde_config(sde)
     except ValueError:  # a schedule of lambdas: trained fine, but it cannot be stored or looked up in the cache
         sde_desc, cache = repr(sde), False
     config = dict(sde=sde_desc, parameterization=parameterization, weighting=weighting, n_throws=n_throws,
-                  epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, depth=depth, n_features=n_features,
+                  epochs=epochs, batch_size=batch_size, lr=lr, **net_desc,
                   t0=t0, key=np.asarray(jax.random.key_data(key)).tolist())
     path = cache_dir() / f"model-{cache_key(config, data)}.ckpt"  # config, data, all package code, library versions
     if cache and path.exists():
@@ -151,8 +175,11 @@ def fit_score(
             pass  # a damaged cache entry is retrained and overwritten
 
     k_init, k_train = jax.random.split(key)
-    model = init_model(D, sde, key=k_init, parameterization=parameterization, hidden=hidden, depth=depth,
-                       n_features=n_features)
+    if architecture == "mlp":
+        model = init_model(data.shape[1], sde, key=k_init, parameterization=parameterization, **net_desc)
+    else:
+        model = init_unet(data.shape[1:], sde, key=k_init, parameterization=parameterization,
+                          channels=sizes["channels"], groups=sizes["groups"])
     opt = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
     graphdef, params, rest = nnx.split(model.net, nnx.Param, ...)
     opt_state = opt.init(params)
@@ -188,7 +215,7 @@ def _batches_per_epoch(N, n_throws, batch_size):
 
 def make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, n_throws, batch_size):
     """The jit-compiled epoch of :func:`fit_score`: (params, opt_state, key) -> (params, opt_state, mean loss)."""
-    N, D = data.shape
+    N, event = data.shape[0], data.shape[1:]
     n_batches = _batches_per_epoch(N, n_throws, batch_size)
 
     def loss_fn(params, x0, k):
@@ -199,7 +226,7 @@ def make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, 
     def epoch(params, opt_state, k):
         kp, kb = jax.random.split(k)
         idx = jax.random.permutation(kp, jnp.tile(jnp.arange(N), n_throws))[: n_batches * batch_size]
-        batches = data[idx].reshape(n_batches, -1, D)
+        batches = data[idx].reshape((n_batches, -1) + event)
 
         def step(carry, inp):
             params, opt_state = carry

@@ -85,7 +85,24 @@ def _drift(y, t):
 
 
 _FAST = dd.SolveOptions(rtol=1e-4, atol=1e-4)
-_S = (3, 2)  # sample shape
+_S = (3, 2)  # sample shape (run_registered's ``shape`` replaces it, e.g. with an image shape)
+
+
+def _reshaped(score, y, t):
+    return score(y.reshape(-1), t).reshape(y.shape)
+
+
+def as_event_score(score, event_shape):
+    """A flat score (D,) -> (D,) seen as a score on points of ``event_shape`` (reshape in and out; one function
+    object, so two calls share a compilation)."""
+    if tuple(event_shape) == (2,):
+        return score
+    return jax.tree_util.Partial(_reshaped, score)
+
+
+def _p_like(x):
+    """The exact mixture score P.score on x's event shape (the second score of kl_divergence and friends)."""
+    return as_event_score(P.score, x.shape[1:])
 REGISTRY = {
     "ode_log_prob": (lambda s, x, k: dd.ode_log_prob(s, SDE, x, solve=_FAST).value, "points", False),
     "ode_log_prob_hutchinson": (lambda s, x, k: dd.ode_log_prob(s, SDE, x, key=k, solve=_FAST,
@@ -100,17 +117,17 @@ REGISTRY = {
                                                            inference_drift=_drift).value, "points", True),
     "path_integral_log_prob": (lambda s, x, k: dd.path_integral_log_prob(s, SDE, x, key=k, n_throws=32)[:2],
                                "points", True),
-    "kl_divergence": (lambda s, x, k: dd.kl_divergence(s, P.score, SDE, x, key=k, n_times=4).value, "points", True),
+    "kl_divergence": (lambda s, x, k: dd.kl_divergence(s, _p_like(x), SDE, x, key=k, n_times=4).value, "points", True),
     "entropy": (lambda s, x, k: dd.entropy(s, SDE, x, key=k, n_times=4).value, "points", True),
-    "weighted_score_error": (lambda s, x, k: dd.weighted_score_error(s, P.score, SDE, x, key=k, n_times=4).value,
+    "weighted_score_error": (lambda s, x, k: dd.weighted_score_error(s, _p_like(x), SDE, x, key=k, n_times=4).value,
                              "points", True),
     "augmented_forward": (lambda s, x, k: dd.augmented_forward(s, SDE, x, key=k, n_steps=8).log_prob, "points",
                           True),
-    "ode_sample": (lambda s, k: dd.ode_sample(s, SDE, k, _S, solve=_FAST)[:2], "sampler", True),
-    "hd_sample": (lambda s, k: dd.hd_sample(s, SDE, k, _S, t_threshold=0.5, solve=_FAST)[:2], "sampler", True),
-    "sample_with_log_prob": (lambda s, k: dd.sample_with_log_prob(s, SDE, k, _S, n_steps=8)[:2], "sampler", True),
-    "reverse_sde_sample": (lambda s, k: dd.reverse_sde_sample(s, SDE, k, _S, n_steps=8).x, "sampler", True),
-    "sde_bias_diagnostics": (lambda s, k: dd.sde_bias_diagnostics(s, SDE, k, _S, n_steps=8, n_times=8,
+    "ode_sample": (lambda s, k, shape=_S: dd.ode_sample(s, SDE, k, shape, solve=_FAST)[:2], "sampler", True),
+    "hd_sample": (lambda s, k, shape=_S: dd.hd_sample(s, SDE, k, shape, t_threshold=0.5, solve=_FAST)[:2], "sampler", True),
+    "sample_with_log_prob": (lambda s, k, shape=_S: dd.sample_with_log_prob(s, SDE, k, shape, n_steps=8)[:2], "sampler", True),
+    "reverse_sde_sample": (lambda s, k, shape=_S: dd.reverse_sde_sample(s, SDE, k, shape, n_steps=8).x, "sampler", True),
+    "sde_bias_diagnostics": (lambda s, k, shape=_S: dd.sde_bias_diagnostics(s, SDE, k, shape, n_steps=8, n_times=8,
                                                                   ode_kwargs=dict(solve=_FAST)).R[:2],
                              "sampler", True),
 }
@@ -138,9 +155,12 @@ def close_trees(a, b, rtol=2e-4, atol=2e-4):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)
 
 
-def run_registered(name, score, x=XS, key=TK):
+def run_registered(name, score, x=XS, key=TK, shape=None):
+    """Call a registered estimator on points ``x`` or a registered sampler (with sample ``shape``, default (3, 2))."""
     fn, kind, _ = REGISTRY[name]
-    return fn(score, x, key) if kind == "points" else fn(score, key)
+    if kind == "points":
+        return fn(score, x, key)
+    return fn(score, key) if shape is None else fn(score, key, shape)
 
 
 def mixture_score(mix):
