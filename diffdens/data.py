@@ -35,6 +35,21 @@ def bin_width(levels, data_range):
     return levels, a, (b - a) / levels
 
 
+def check_levels(k, levels: int, name: str = "k"):
+    """``k`` (an integer array of any shape) lies in {0, ..., levels - 1}: eagerly a ValueError naming ``name`` with
+    the range found, under a trace a runtime ``equinox.error_if``. Compared in int32, so uint8 data with
+    ``levels=256`` is checked correctly. Returns k as a JAX array."""
+    k = jnp.asarray(k)
+    msg = f"{name} must lie in {{0, ..., {levels - 1}}} (levels={levels})"
+    if is_traced(k):  # under jit / vmap: a runtime check
+        wide = k.astype(jnp.int32)
+        return eqx.error_if(k, jnp.any((wide < 0) | (wide >= levels)), msg)
+    a = np.asarray(k)
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= levels):
+        raise ValueError(f"{msg}, got values in [{a.min()}, {a.max()}]")
+    return k
+
+
 def uniform_dequantize(key: PRNGKeyArray, k: Int[Array, "n D"], *, levels: int, data_range=(0.0, 1.0)) -> Float[Array, "n D"]:
     """Continuous y = a + (k + u) Delta, u ~ U[0, 1), for integer data k in {0, ..., levels-1}.
 
@@ -48,12 +63,7 @@ def uniform_dequantize(key: PRNGKeyArray, k: Int[Array, "n D"], *, levels: int, 
         (n, D) the dequantized points y.
     """
     levels, a, delta = bin_width(levels, data_range)
-    k = jnp.asarray(k)
-    msg = f"k must lie in {{0, ..., {levels - 1}}}"
-    if is_traced(k):  # under jit / vmap: a runtime check
-        k = eqx.error_if(k, jnp.any(k < 0) | jnp.any(k >= levels), msg)
-    elif jnp.any(k < 0) or jnp.any(k >= levels):
-        raise ValueError(msg)
+    k = check_levels(k, levels)
     u = jax.random.uniform(key, k.shape, dtype=jnp.result_type(float))
     return a + (k.astype(u.dtype) + u) * delta
 

@@ -45,7 +45,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._checks import check_key, check_option, check_positive, check_positive_int, check_t0
 from ._engine import front_door, is_traced, probe_times, traced_score, warn_single_sample
-from .data import bin_width
+from .data import bin_width, check_levels
 from .elbo import elbo
 from .estimate import Estimate
 from .ode import ode_log_prob
@@ -72,13 +72,7 @@ def check_discrete(k, levels: int, name: str = "k"):
                         "dequantizing is this function's job")
     if k.ndim < 2 or k.shape[0] < 1 or any(s < 1 for s in k.shape[1:]):
         raise ValueError(f"{name} must have shape (n, *event_shape), e.g. (n, D) or (n, H, W, C), got shape {k.shape}")
-    if is_traced(k):
-        return eqx.error_if(k, jnp.any((k < 0) | (k >= levels)), f"{name} must lie in {{0, ..., {levels - 1}}}")
-    a = np.asarray(k)
-    if a.min() < 0 or a.max() >= levels:
-        raise ValueError(f"{name} must lie in {{0, ..., {levels - 1}}} (levels={levels}), got values in "
-                         f"[{a.min()}, {a.max()}]")
-    return k
+    return check_levels(k, levels, name)
 
 
 def _check_dequantization(dequantization, k, levels, data_range):

@@ -133,3 +133,14 @@ def test_bad_input_names_argument(kw, exc, name):
     with pytest.raises(exc) as info:
         dd.discrete_log_prob(P.score, SDE, k, **args)
     assert name in str(info.value)
+
+
+def test_uint8_with_256_levels():
+    """uint8 pixels with levels=256: the range check compares in int32 (256 does not fit a uint8), eagerly and under jit."""
+    k = np.array([[0, 255], [3, 4]], np.uint8)
+    y = dd.uniform_dequantize(jax.random.key(0), k, levels=256)
+    assert y.shape == (2, 2) and float(y.max()) < 1.0
+    yj = jax.jit(lambda kk: dd.uniform_dequantize(jax.random.key(0), kk, levels=256))(k)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(yj))
+    with pytest.raises(ValueError, match="k must lie in"):
+        dd.uniform_dequantize(jax.random.key(0), k, levels=200)

@@ -100,7 +100,7 @@ def test_environment_fallbacks_and_flags(tmp_path):
     (False, "full", "full", "full"), (True, "full", "cpu", "cpu")])
 def test_benchmark_sizes_are_explicit(tmp_path, gpu, profile, bench_size, expect):
     cfg = full_run.Config(outdir=tmp_path / "out", profile=profile, bench_size=bench_size, gpu=gpu, tests=[],
-                          chapters=["notebooks/12_*.md", "notebooks/99_missing.md"],
+                          chapters=["notebooks/13_*.md", "notebooks/99_missing.md"],
                           benchmarks=["ode_speed", "no_such_bench"])
     r = full_run._Run(cfg)
     try:
@@ -109,7 +109,7 @@ def test_benchmark_sizes_are_explicit(tmp_path, gpu, profile, bench_size, expect
         r.kill_all(1.0)
         shutil.rmtree(r.work)
     by = {s.name: s for s in steps}
-    ch = by["chapter 12_which_estimator"].cmd
+    ch = by["chapter 13_which_estimator"].cmd
     assert ch[1:5] == ["scripts/chapters.py", "refresh", "--profile", profile]
     assert Path(ch[ch.index("--failed-dir") + 1]) == (tmp_path / "out" / "failed").resolve()  # not the source tree
     assert by["chapter 99_missing"].cmd == []  # reported as missing, not silently skipped

@@ -83,27 +83,8 @@ def _image_score(y, t):  # a score on (4, 4, 1) images: the flat mixture's, resh
     return D16.score(y.reshape(-1), t).reshape(y.shape)
 
 
-def test_image_points_equal_flattened_twin():
-    x = jax.random.normal(jax.random.key(4), (3, 4, 4, 1))
-    opts = dd.SolveOptions(rtol=1e-5, atol=1e-5)
-    a = dd.ode_log_prob(_image_score, SDE, x, solve=opts)
-    b = dd.ode_log_prob(D16.score, SDE, x.reshape(3, -1), solve=opts)
-    np.testing.assert_allclose(np.asarray(a.value), np.asarray(b.value), rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(np.asarray(a.nfe), np.asarray(b.nfe))
-    e = dd.elbo(_image_score, SDE, x, key=K, n_times=16)
-    f = dd.elbo(D16.score, SDE, x.reshape(3, -1), key=K, n_times=16)
-    np.testing.assert_allclose(np.asarray(e.value), np.asarray(f.value), rtol=1e-5, atol=1e-5)
-    enc = dd.ode_encode(_image_score, SDE, x, solve=opts)
-    assert enc.x_T.shape == (3, 4, 4, 1)
-
-
-def test_samplers_take_event_shapes():
-    s = dd.sample_with_log_prob(_image_score, SDE, K, (2, 4, 4, 1), n_steps=8)
-    t = dd.sample_with_log_prob(D16.score, SDE, K, (2, 16), n_steps=8)
-    assert s.x.shape == (2, 4, 4, 1)
-    np.testing.assert_allclose(np.asarray(s.x).reshape(2, -1), np.asarray(t.x), rtol=1e-5, atol=1e-5)
-    assert dd.reverse_sde_sample(_image_score, SDE, K, (2, 4, 4, 1), n_steps=8).x.shape == (2, 4, 4, 1)
-    assert dd.ode_sample(_image_score, SDE, K, (2, 4, 4, 1)).x.shape == (2, 4, 4, 1)
+# Image-shaped points equal their flattened twin for every registered estimator and sampler:
+# tests/test_contract_images.py.
 
 
 def test_image_score_of_wrong_shape_names_score():

@@ -18,7 +18,7 @@ def _setup(sde, D, n=4, seed=0):
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
-@pytest.mark.parametrize("D", [1, 2, 9, 50])
+@pytest.mark.parametrize("D", [1, 9, 50])
 def test_exact_score_float64(sde, D, x64):
     p, x, prior = _setup(sde, D, n=2)
     est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior,
@@ -28,7 +28,7 @@ def test_exact_score_float64(sde, D, x64):
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
-@pytest.mark.parametrize("D", [1, 2, 9, 50])
+@pytest.mark.parametrize("D", [2, 50])  # float32 accuracy at a small and the largest dimension
 def test_exact_score_float32(sde, D):
     p, x, prior = _setup(sde, D, n=3)
     est = dd.ode_log_prob(p.score, sde, x, prior_log_prob=prior)
@@ -75,8 +75,9 @@ def test_max_steps_reported():
         dd.ode_log_prob(p.score, sde, x, solve=dd.SolveOptions(max_steps=3))
 
 
-@pytest.mark.parametrize("solver", [diffrax.Tsit5(), diffrax.Heun(), diffrax.Dopri5()], ids=lambda s: type(s).__name__)
-@pytest.mark.parametrize("divergence", ["exact", dd.Hutchinson(n_probes=3)], ids=["exact", "hutchinson3"])
+@pytest.mark.parametrize("solver, divergence", [
+    (diffrax.Tsit5(), "exact"), (diffrax.Tsit5(), dd.Hutchinson(n_probes=3)), (diffrax.Heun(), dd.Hutchinson(n_probes=3)),
+    (diffrax.Dopri5(), "exact")], ids=["Tsit5-exact", "Tsit5-hutchinson3", "Heun-hutchinson3", "Dopri5-exact"])
 def test_nfe_counts_score_evaluations(solver, divergence):
     """The reported NFE equals the number of score evaluations the solve actually made, for any explicit solver
     (counted with a host callback inside the score; one point, so no vmap lanes are counted). The flow runs through
