@@ -44,7 +44,7 @@ from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._checks import check_key, check_option, check_positive, check_positive_int, check_t0
-from ._engine import front_door, is_traced, probe_times, traced_score, warn_single_sample
+from ._engine import front_door, probe_times, traced_score, warn_single_sample
 from .data import bin_width, check_levels
 from .elbo import elbo
 from .estimate import Estimate

@@ -76,13 +76,6 @@ def test_monte_carlo_estimators_differentiable_with_fixed_key():
 
 
 # --- image-shaped points ------------------------------------------------------------------------------------------
-D16 = dd.random_mixture(jax.random.key(3), 2, 16).diffuse(SDE)
-
-
-def _image_score(y, t):  # a score on (4, 4, 1) images: the flat mixture's, reshaped
-    return D16.score(y.reshape(-1), t).reshape(y.shape)
-
-
 # Image-shaped points equal their flattened twin for every registered estimator and sampler:
 # tests/test_contract_images.py.
 
