@@ -51,7 +51,6 @@ GPUs each). If a process dies, the others stop or wait; run the same command aga
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import io
@@ -81,6 +80,7 @@ from .nets import ScoreModel
 from .ode import ode_log_prob
 from .parallel import shard_points
 from .path_integral import path_integral_log_prob
+from .progress import progress_bar, redirect_logging
 from .sde import LinearSDE, check_sde, sde_config
 
 ESTIMATORS = {"ode_log_prob": ode_log_prob, "elbo": elbo, "path_integral_log_prob": path_integral_log_prob}
@@ -532,27 +532,21 @@ class _Progress:
     when disabled; ``text()`` the running mean for the log."""
 
     def __init__(self, what, total, done, enabled):
-        self.what, self.parts, self.bar = what, [], None
+        self.what, self.parts = what, []
         for arrays in done:
             self._keep(arrays)
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:  # core install: no bar
-                return
-            self.bar = tqdm(total=total, initial=sum(p.size for p in self.parts), unit="item", desc="evaluate",
-                            dynamic_ncols=True)
-            if self.parts:
-                self.bar.set_postfix_str(self.text())
+        self.bar = progress_bar(enabled=enabled, total=total, initial=sum(p.size for p in self.parts), unit="item",
+                                desc="evaluate", dynamic_ncols=True)
+        if self.parts:
+            self.bar.set_postfix_str(self.text())
 
     def _keep(self, arrays):
         self.parts.append(np.asarray(arrays["bits_per_dim" if self.what == "bits/dim" else "value"], np.float64))
 
     def add(self, arrays):
         self._keep(arrays)
-        if self.bar is not None:
-            self.bar.update(self.parts[-1].size)
-            self.bar.set_postfix_str(self.text())
+        self.bar.update(self.parts[-1].size)
+        self.bar.set_postfix_str(self.text())
 
     def text(self):
         if not self.parts:
@@ -563,15 +557,10 @@ class _Progress:
 
     def redirect_logging(self):
         """Log lines printed above the bar (tqdm.write) while it is shown."""
-        if self.bar is None:
-            return contextlib.nullcontext()
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        return logging_redirect_tqdm()
+        return redirect_logging(self.bar)
 
     def close(self):
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
 
 
 class _Job(NamedTuple):

@@ -31,7 +31,7 @@ from .nets import ScoreModel
 from .ode import ode_log_prob
 from .options import Divergence, SolveOptions, check_divergence, check_solve
 from .sde import LinearSDE, check_sde
-from .train import tqdm
+from .progress import progress_bar
 
 
 def _split(model):
@@ -160,7 +160,7 @@ def fit_ode_likelihood(
     solve_fields = tuple(getattr(solve, f.name) for f in dataclasses.fields(solve))
     opt_state = optax.adam(lr_arr).init(params)
     losses, nfes = [], []
-    bar = tqdm(total=steps, desc="fit_ode_likelihood", disable=not progress, leave=False)
+    bar = progress_bar(enabled=progress, total=steps, desc="fit_ode_likelihood", leave=False)
     for k, kk in enumerate(jax.random.split(key, steps)):
         params, opt_state, loss, nfe = _step(params, opt_state, rest, static, sde, data, kk, lr_arr, solve_fields,
                                              t0=t0, hutch=hutch, batch_size=batch_size)

@@ -105,9 +105,8 @@ def mode_vector_field(score, sde, t):
 
 
 class _ModeResult(NamedTuple):
-    ys: jax.Array
-    x: jax.Array
-    change: jax.Array
+    x: jax.Array  # the end point
+    change: jax.Array  # the solver's output: the saved path, or the log-density change
     t_last: jax.Array
     ok: jax.Array
 
@@ -117,7 +116,7 @@ def _mode_kernel(score, sde, x, t, t0, ts, rtol, atol, *, solver, max_steps, adj
     def one(x0):
         ys, y_last, t_last, steps, ok = solve_ode(mode_vector_field(score, sde, t), x0, t, t0, rtol, atol,
                                                   solver=solver, max_steps=max_steps, adjoint=adjoint, ts=ts)
-        return _ModeResult(ys, y_last, ys, t_last, ok)
+        return _ModeResult(y_last, ys, t_last, ok)
 
     return map_points(one, (x,), batch_size)
 

@@ -33,18 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-try:  # the progress bar, where tqdm is installed (the [book] extra); silent otherwise
-    from tqdm import tqdm
-except ImportError:  # core install
-    class tqdm:  # noqa: N801  (the methods fit_score calls, doing nothing)
-        def __init__(self, *args, **kwargs): ...
-        def update(self, n=1): ...
-        def set_postfix(self, **kwargs): ...
-        def close(self): ...
 
 from ._checks import check_bool, check_key, check_option, check_points, check_positive, check_positive_int, check_t0
 from .checkpoint import atomic_write, cache_dir, cache_key, load_model, save_model
 from .estimate import sample_times
+from .progress import progress_bar
 from .nets import PARAMETERIZATIONS, ScoreModel, check_net_sizes, init_model
 from .sde import LinearSDE, check_sde, sde_config
 from .unet import check_event_shape, check_unet_sizes, init_unet
@@ -187,7 +180,7 @@ def fit_score(
     epoch = make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, n_throws, batch_size)
 
     losses = []
-    bar = tqdm(range(epochs), desc=f"fit_score[{parameterization}, {weighting}]", disable=not progress, leave=False)
+    bar = progress_bar(enabled=progress, total=epochs, desc=f"fit_score[{parameterization}, {weighting}]", leave=False)
     for k in jax.random.split(k_train, epochs) if epochs > 0 else []:
         params, opt_state, loss = epoch(params, opt_state, k)
         losses.append(float(loss))
