@@ -69,9 +69,17 @@ def test_augmented_forward_fields_determinism_and_chunking():
 def test_bias_diagnostics_fields():
     bd = dd.sde_bias_diagnostics(P.score, SDE, KEY, (4, D), n_steps=STEPS, n_times=8)
     assert isinstance(bd, dd.BiasDiagnostics)
-    for e in bd:
+    for e in bd[:3]:
         assert isinstance(e, dd.Estimate) and e.value.shape == () and e.stderr.shape == ()
         assert np.isfinite(float(e.value)) and float(e.stderr) > 0
+    assert isinstance(bd.samples, dd.Samples) and bd.samples.x.shape == (4, D)
+    assert bd.elbo.shape == (4,) and bd.log_prob_ode.shape == (4,)
+    np.testing.assert_allclose(float(bd.R_lower.value), float(jnp.mean(bd.elbo - bd.log_prob_ode)), rtol=1e-5,
+                               atol=1e-6)
+    m = dd.sde_bias_diagnostics(P.score, SDE, KEY, (4, D), n_steps=STEPS, n_times=8, scheme="milstein")
+    np.testing.assert_array_equal(np.asarray(m.samples.nfe), STEPS * (D + 2))
+    with pytest.raises(ValueError, match="scheme"):
+        dd.sde_bias_diagnostics(P.score, SDE, KEY, (4, D), n_steps=STEPS, n_times=8, scheme="heun")
 
 
 @pytest.mark.parametrize("which", ["sample_with_log_prob", "milstein", "reverse_sde_sample", "augmented_forward"])
