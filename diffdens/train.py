@@ -98,7 +98,9 @@ def fit_score(
     Each epoch throws every sample to ``n_throws`` fresh (t, eps) pairs, shuffles, and takes Adam steps (cosine
     decay) on batches of ``batch_size``. Deterministic given ``key``. With ``cache=True`` the model is stored under
     :func:`~diffdens.checkpoint.cache_dir`, keyed by the full config, the data, the whole package source and the
-    library versions (:func:`~diffdens.checkpoint.cache_key`), and reused on the next identical call.
+    library versions (:func:`~diffdens.checkpoint.cache_key`), and reused on the next identical call. Within a process,
+    trainings that differ only in the data (of the same shape) and the key reuse one compiled epoch, so a sweep over
+    seeds compiles once per configuration.
 
     Arguments:
         data: (N, D) the training points for ``architecture="mlp"``; (N, H, W, C) images (H, W even) for
