@@ -91,7 +91,9 @@ def fit_score(
     Each epoch throws every sample to ``n_throws`` fresh (t, eps) pairs, shuffles, and takes Adam steps (cosine
     decay) on batches of ``batch_size``. Deterministic given ``key``. With ``cache=True`` the model is stored under
     :func:`~diffdens.checkpoint.cache_dir`, keyed by the full config, the data, the whole package source and the
-    library versions (:func:`~diffdens.checkpoint.cache_key`), and reused on the next identical call.
+    library versions (:func:`~diffdens.checkpoint.cache_key`), and reused on the next identical call. Within a process,
+    trainings that differ only in the data (of the same shape) and the key reuse one compiled epoch, so a sweep over
+    seeds compiles once per configuration.
 
     Arguments:
         data: (N, D) the training points for ``architecture="mlp"``; (N, H, W, C) images (H, W even) for
@@ -177,7 +179,11 @@ def fit_score(
     graphdef, params, rest = nnx.split(model.net, nnx.Param, ...)
     opt_state = opt.init(params)
 
-    epoch = make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, n_throws, batch_size)
+    share = None if isinstance(sde_desc, str) else (  # the compiled epoch is shared by identical configs
+        graphdef, json.dumps(sde_desc, sort_keys=True), parameterization, weighting, t0, lr, steps, data.shape,
+        str(data.dtype), n_throws, batch_size)
+    epoch = make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, n_throws, batch_size,
+                       share=share)
 
     losses = []
     bar = progress_bar(enabled=progress, total=epochs, desc=f"fit_score[{parameterization}, {weighting}]", leave=False)
@@ -206,17 +212,39 @@ def _batches_per_epoch(N, n_throws, batch_size):
     return max(1, (N * n_throws) // batch_size)
 
 
-def make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, n_throws, batch_size):
-    """The jit-compiled epoch of :func:`fit_score`: (params, opt_state, key) -> (params, opt_state, mean loss)."""
-    N, event = data.shape[0], data.shape[1:]
+_EPOCHS: dict = {}  # compiled epochs by config (make_epoch's ``share``), oldest first
+_EPOCHS_MAX = 64
+
+
+def make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, n_throws, batch_size, *, share=None):
+    """The jit-compiled epoch of :func:`fit_score`: (params, opt_state, key) -> (params, opt_state, mean loss).
+
+    The data and the non-trained state (``rest``, e.g. the random Fourier features) enter the compiled function as
+    arguments, not as constants, so trainings that differ only in them (other seeds, other samples of the same size)
+    reuse one compilation when they pass the same ``share``: a hashable description of everything else (network
+    structure, SDE, loss, optimizer and its schedule, data shape, throws, batch size). ``share=None`` compiles anew.
+    """
+    fn = _EPOCHS.get(share) if share is not None else None
+    if fn is None:
+        fn = _jit_epoch(graphdef, sde, parameterization, weighting, t0, opt, data.shape, n_throws, batch_size)
+        if share is not None:
+            _EPOCHS[share] = fn
+            while len(_EPOCHS) > _EPOCHS_MAX:
+                _EPOCHS.pop(next(iter(_EPOCHS)))
+    return lambda params, opt_state, k: fn(params, opt_state, k, data, rest)
+
+
+def _jit_epoch(graphdef, sde, parameterization, weighting, t0, opt, shape, n_throws, batch_size):
+    """The jitted epoch (params, opt_state, key, data, rest) -> (params, opt_state, mean loss) for data of ``shape``."""
+    N, event = shape[0], tuple(shape[1:])
     n_batches = _batches_per_epoch(N, n_throws, batch_size)
 
-    def loss_fn(params, x0, k):
+    def loss_fn(params, rest, x0, k):
         m = ScoreModel(nnx.merge(graphdef, params, rest), sde, parameterization)
         return jnp.mean(dsm_terms(m, x0, k, weighting=weighting, t0=t0))
 
     @jax.jit
-    def epoch(params, opt_state, k):
+    def epoch(params, opt_state, k, data, rest):
         kp, kb = jax.random.split(k)
         idx = jax.random.permutation(kp, jnp.tile(jnp.arange(N), n_throws))[: n_batches * batch_size]
         batches = data[idx].reshape((n_batches, -1) + event)
@@ -224,7 +252,7 @@ def make_epoch(graphdef, rest, sde, parameterization, weighting, t0, opt, data, 
         def step(carry, inp):
             params, opt_state = carry
             x0, kk = inp
-            loss, grads = jax.value_and_grad(loss_fn)(params, x0, kk)
+            loss, grads = jax.value_and_grad(loss_fn)(params, rest, x0, kk)
             updates, opt_state = opt.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 

@@ -207,3 +207,23 @@ def test_malformed_checkpoint_config_is_a_value_error(tmp_path):
     for i, edit in enumerate([{"dim": "3"}, {"hidden": -16}, {"depth": -1}, {"n_features": 2.5}, {"hidden": True}]):
         with pytest.raises(ValueError, match=f"{next(iter(edit))}=.*must be an integer"):
             dd.load_model(_saved(tmp_path, f"bad{i}.ckpt", 16, 2, edit))
+
+
+def test_compiled_epoch_shared_across_seeds_and_data():
+    """Trainings differing only in data and key reuse one compiled epoch, with the same result as a fresh compile."""
+    from diffdens import train
+
+    kw = dict(epochs=2, batch_size=128, hidden=16, depth=1, n_features=4, progress=False, cache=False)
+    d1, d2 = MIX.sample(jax.random.key(11), 256), MIX.sample(jax.random.key(12), 256)
+    train._EPOCHS.clear()
+    m1, _ = dd.fit_score(d1, SDE, key=jax.random.key(1), **kw)
+    m2, _ = dd.fit_score(d2, SDE, key=jax.random.key(2), **kw)
+    assert len(train._EPOCHS) == 1  # one compilation for both
+    train._EPOCHS.clear()
+    m2_fresh, _ = dd.fit_score(d2, SDE, key=jax.random.key(2), **kw)
+    x = MIX.sample(jax.random.key(5), 8)
+    t = jnp.full((8,), 0.3)
+    np.testing.assert_array_equal(m2.score(x, t), m2_fresh.score(x, t))
+    assert not np.allclose(m1.score(x, t), m2.score(x, t))
+    dd.fit_score(d1, SDE, key=jax.random.key(1), **dict(kw, epochs=3))  # another schedule: compiled anew
+    assert len(train._EPOCHS) == 2
