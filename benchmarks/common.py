@@ -82,11 +82,13 @@ class Timing(NamedTuple):
         return count / self.median, [count / self.high, count / self.low]
 
 
-def interleaved(fns: dict, *, rounds: int = ROUNDS) -> dict:
+def interleaved(fns: dict, *, rounds: int = ROUNDS, warm: bool = True) -> dict:
     """Time zero-argument callables against each other: each is called once first (compilation and caches warmed
     outside the timed region), then ``rounds`` rounds call every one once, the order rotated from round to round, so
     that the load of other processes falls on all of them alike. Every result is blocked on
     (``jax.block_until_ready``).
+
+    ``warm=False`` skips the warm-up calls (the caller made them, e.g. the call whose output it keeps).
 
     Returns:
         {name: Timing(median, low, high, times)}; :func:`ratio` compares two of them round by round.
@@ -94,7 +96,7 @@ def interleaved(fns: dict, *, rounds: int = ROUNDS) -> dict:
     if rounds < 5:
         raise ValueError(f"rounds must be >= 5 (a timing comparison reports a spread), got {rounds}")
     names = list(fns)
-    for k in names:
+    for k in names if warm else ():  # warm=False: the caller has already called each one on the timed shape
         jax.block_until_ready(fns[k]())
     times = {k: [] for k in names}
     for r in range(rounds):
@@ -188,3 +190,19 @@ def table(rows: list[dict], cols: list[str]) -> str:
     lines = ["  ".join(c.rjust(w[c]) for c in cols)]
     lines += ["  ".join(f"{r.get(c, '')}".rjust(w[c]) for c in cols) for r in rows]
     return "\n".join(lines)
+
+
+LEARNED_9D = dict(n_data=32768, epochs=300, batch_size=512, data_key=10, key=12)  # chapter 3's D=9 model, full profile
+
+
+def learned_9d(n_data: int, epochs: int):
+    """A score model learned on the D=9 mixture with chapter 3's call (``notebooks/03_probability_flow.md``: data
+    ``standard_mixture("9d").sample(key(10), n)``, ``fit_score(..., key=key(12), batch_size=512)``, VP SDE), at
+    ``n_data`` points and ``epochs`` epochs; cached by ``fit_score`` (cache=True), so the estimator and baseline
+    benchmarks share one training when their sizes agree. Returns (model, data, history, train seconds)."""
+    sde = dd.VPSDE()
+    data = dd.standard_mixture("9d").sample(jax.random.key(LEARNED_9D["data_key"]), n_data)
+    t = time.perf_counter()
+    model, hist = dd.fit_score(data, sde, key=jax.random.key(LEARNED_9D["key"]), epochs=epochs,
+                               batch_size=LEARNED_9D["batch_size"], progress=False)
+    return model, data, hist, time.perf_counter() - t

@@ -16,7 +16,7 @@ are the run's results.
 
 usage: python scripts/full_run.py OUTDIR [--quick] [options]       (--quick is --profile quick: a dry run)
 On the 2-core CPU machine, give it the time the full profile needs there (up to 15 minutes per chapter), e.g.
-  python scripts/full_run.py OUTDIR --budget 7200 --chapter-timeout 900 --bench-timeout 900 --test-timeout 1800
+  python scripts/full_run.py OUTDIR --budget 7200 --chapter-timeout 900 --bench-timeout 1500 --test-timeout 1800
 
 Every option has an environment fallback (the names of the former scripts/full_run.sh): PROFILE, PYTHON, CHAPTERS,
 BENCHMARKS, TESTS, TESTS_ON, BENCH_SIZE, BUDGET_S, CHAPTER_TIMEOUT_S, BENCH_TIMEOUT_S, TEST_TIMEOUT_S; an option
@@ -444,7 +444,7 @@ class _Run:
 
     def plan(self) -> list[Step]:
         """The steps of a full run: unit tests (in the background on the CPU, from a copy of the tree, where a GPU
-        is present), chapters, then benchmarks (after the chapters, alone on the device)."""
+        is present), benchmarks, then chapters (the benchmark chapter reads the JSON the benchmarks write)."""
         cfg, py = self.cfg, self.cfg.python
         gpu = self.has_gpu()
         tests_on = cfg.tests_on if cfg.tests_on != "auto" else ("cpu" if gpu else "device")
@@ -453,16 +453,17 @@ class _Run:
         steps: list[Step] = []
         if cfg.tests:
             steps += self._test_steps(tests_on)
-        failed_dir = self.out / "failed"
-        for md in self._chapters():
-            cmd = [py, "scripts/chapters.py", "refresh", "--profile", cfg.profile, "--failed-dir", str(failed_dir),
-                   str(md)] if md.is_file() else []
-            steps.append(Step(f"chapter {md.stem}", cmd, cfg.chapter_timeout_s))
+        # the benchmarks first: chapter 13 reads the JSON they write, so it must see this run's results
         for b in cfg.benchmarks:
             name = Path(b).stem
             f = self.root / "benchmarks" / f"{name}.py"
             cmd = [py, str(f.relative_to(self.root)), "--size", size] if f.is_file() else []
             steps.append(Step(f"benchmark {name} --size {size}", cmd, cfg.bench_timeout_s))
+        failed_dir = self.out / "failed"
+        for md in self._chapters():
+            cmd = [py, "scripts/chapters.py", "refresh", "--profile", cfg.profile, "--failed-dir", str(failed_dir),
+                   str(md)] if md.is_file() else []
+            steps.append(Step(f"chapter {md.stem}", cmd, cfg.chapter_timeout_s))
         return steps
 
     def _chapters(self) -> list[Path]:

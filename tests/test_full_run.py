@@ -116,6 +116,9 @@ def test_benchmark_sizes_are_explicit(tmp_path, gpu, profile, bench_size, expect
     assert by[f"benchmark ode_speed --size {expect}"].cmd[1:] == ["benchmarks/ode_speed.py", "--size", expect]
     assert by[f"benchmark no_such_bench --size {expect}"].cmd == []
     assert f"benchmark sizes: {expect}" in (tmp_path / "out" / "full_run.log").read_text()
+    # the benchmarks run before the chapters that read their JSON (chapter 13)
+    names = [s.name for s in steps]
+    assert max(i for i, n in enumerate(names) if n.startswith("benchmark ")) < names.index("chapter 13_which_estimator")
 
 
 def test_every_benchmark_script_takes_size():
