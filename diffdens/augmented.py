@@ -371,7 +371,5 @@ def sde_bias_diagnostics(score: Callable, sde: LinearSDE, key, shape, *, n_steps
     lb = elbo(score, sde, smp.x, key=ke, n_times=n_times, t0=t0).value
     lode = ode_log_prob(score, sde, smp.x, key=ko, t0=t0, **(ode_kwargs or {})).value
 
-    def mean(v):
-        return Estimate(jnp.mean(v), jnp.std(v, ddof=1) / jnp.sqrt(v.shape[0]), None)
-
+    mean = Estimate.from_samples  # over the n samples (n >= 2 checked above)
     return BiasDiagnostics(mean(smp.log_prob - lb), mean(smp.log_prob - lode), mean(lb - lode), smp, lb, lode)
