@@ -236,7 +236,8 @@ class ErrorBudget(NamedTuple):
         prior: (n,) the mean over the draws of :meth:`diffdens.LinearSDE.prior_mismatch`, KL(p(y_T | y) || prior): an
             upper bound on what starting from the prior instead of p_T costs (0 with a ``prior_log_prob`` option).
         dequantization: (n,) the change from K to ``more_samples`` x K draws (the first K shared): how much of the
-            dequantization gap importance weighting recovers; >= 0 in expectation.
+            dequantization gap importance weighting recovers, >= 0 in expectation; with a noisy estimator it also
+            carries the estimator's noise and its upward bias inside the weights (see :func:`error_budget`).
     """
 
     value: Float[Array, " n"]
@@ -265,8 +266,13 @@ def error_budget(
 ) -> ErrorBudget:
     """The bound of :func:`discrete_log_prob` with, per item, the size of each of its error sources: re-solved at
     tighter tolerances, at a smaller t0, with more dequantization draws, plus the closed-form prior mismatch at T and
-    the Monte Carlo stderr. Each comparison reuses the key (same draws, same probes), so the difference is the knob's
-    effect, not noise. Costs up to four calls of :func:`discrete_log_prob`, one with ``more_samples`` x K draws.
+    the Monte Carlo stderr. The solver and t0 comparisons reuse the key (same draws, same probes, same time samples),
+    so their differences are the knob's effect, not noise. The dequantization comparison shares the first K draws,
+    but the estimator's per-point randomness is split over the n x K' draws of the larger call, so with a noisy
+    estimator (Hutchinson's divergence, the ELBO, the path integral) it scores those draws with other probes and
+    carries that noise too; and a noisy log p inside the importance weights biases the K' value upward (see
+    :func:`discrete_log_prob`). Read it as the dequantization gap only where ``monte_carlo`` is small (the exact
+    divergence). Costs up to four calls of :func:`discrete_log_prob`, one with ``more_samples`` x K draws.
 
     Arguments:
         score, sde, k, key, levels, data_range, dequantization, n_samples, estimator, estimator_options: as
