@@ -33,14 +33,14 @@ import numpy as np
 
 import jax.numpy as jnp
 
-from common import (dd, git_commit, interleaved, learned_9d, meta, random_mlp_score, ratio, size_option,
+from common import (LEARNED_9D, dd, git_commit, interleaved, learned_9d, meta, random_mlp_score, ratio, size_option,
                     table, write)
 
 T0 = 1e-5
 TARGETS = (1.0, 0.3, 0.1, 0.03)
 REF_TOL = 1e-6  # the reference of a learned score: exact-divergence PF-ODE of the same model at rtol = atol = 1e-6
 
-# exact: dims with the mixture's exact score; learned: dims with a learned score (D = 9 only: chapter 3's model,
+# exact: dims with the mixture's exact score; learned: dims with a learned score (D = 9 only: chapter 3's call,
 # trained with learned_epochs / learned_n); n points per cell for the errors, all of them timed in >= 5
 # interleaved rounds per (D, score) setting on the same points; all_dims: the dims where every estimator runs (elsewhere
 # the importance-sampled ELBOs and the entropy-controlled path integral, near-duplicates, are left out; with a learned
@@ -48,11 +48,13 @@ REF_TOL = 1e-6  # the reference of a learned score: exact-divergence PF-ODE of t
 # thr_estimators: the estimators of the throughput and single-vs-batched tables (None: all).
 OPTIONAL = ("elbo_dsm_is", "elbo_ism_is", "path_integral_entropy")
 SIZES = {
-    "quick": dict(dims=(2, 9, 50), learned_dims=(9,), learned_n=16384, learned_epochs=40, n=256, rounds=5,
-                  max_call_s=90.0, thr_dims=(9,), thr_n=32, thr_forward_batch=8192, single_k=3, batch_n=64,
+    "quick": dict(dims=(2, 9, 50), learned_dims=(9,), learned_n=LEARNED_9D["n_data"],
+                  learned_epochs=LEARNED_9D["epochs"], n=256, rounds=5, max_call_s=90.0, thr_dims=(9,), thr_n=32,
+                  thr_forward_batch=8192, single_k=8, batch_n=64,
                   all_dims=(9,), thr_estimators=("pf_ode_exact", "pf_ode_hutchinson", "path_integral_score")),
-    "full": dict(dims=(2, 9, 50, 100), learned_dims=(9,), learned_n=32768, learned_epochs=300, n=1024, rounds=7,
-                 all_dims=(2, 9, 50, 100), thr_estimators=None, max_call_s=120.0, thr_dims=(9, 100), thr_n=1024, thr_forward_batch=262_144, single_k=16,
+    "full": dict(dims=(2, 9, 50, 100), learned_dims=(9,), learned_n=LEARNED_9D["n_data"],
+                 learned_epochs=LEARNED_9D["epochs"], n=1024, rounds=7, all_dims=(2, 9, 50, 100), thr_estimators=None,
+                 max_call_s=120.0, thr_dims=(9, 100), thr_n=1024, thr_forward_batch=262_144, single_k=16,
                  batch_n=4096),
     "smoke": dict(dims=(2,), learned_dims=(9,), learned_n=1024, learned_epochs=1, n=8, rounds=5, all_dims=(9,),
                   thr_estimators=("pf_ode_exact", "augmented_r0"),
@@ -116,15 +118,6 @@ def runner(name, budget, score, sde):
         est = fn(score, sde, x, key=key, **kw)
         return est.value, x, est.nfe, est.stderr
     return run
-
-
-def timed(run, x, key):
-    """(output of a steady-state call, its wall time); the first (compiling) call is discarded."""
-    jax.block_until_ready(run(x, jax.random.fold_in(key, 99))[0])
-    t = time.perf_counter()
-    out = run(x, key)
-    jax.block_until_ready(out[0])
-    return out, time.perf_counter() - t
 
 
 def mixture(D):
@@ -239,6 +232,9 @@ def equal_accuracy(sz, prof):
 
 
 def throughput(sz):
+    """Score evaluations per second of each estimator as a fraction of the bare batched forward throughput of the
+    same MLP: every estimator and the bare forward pass timed against each other in ``rounds`` interleaved rounds
+    (compilation excluded), the fraction computed round by round (both times from the same round)."""
     sde = dd.VPSDE()
     rows = []
     for D in sz["thr_dims"]:
@@ -248,14 +244,8 @@ def throughput(sz):
         xb = jax.random.normal(jax.random.key(1), (B, D))
         tb = jax.random.uniform(jax.random.key(2), (B,), minval=T0, maxval=1.0)
         fwd = jax.jit(jax.vmap(score))
-        bare = 0.0
-        for m in (B // 16, B // 4, B):  # the best batched forward throughput over batch sizes
-            jax.block_until_ready(fwd(xb[:m], tb[:m]))
-            t = time.perf_counter()
-            jax.block_until_ready(fwd(xb[:m], tb[:m]))
-            bare = max(bare, m / (time.perf_counter() - t))
         x = jax.random.normal(jax.random.key(3), (sz["thr_n"], D))
-        rows.append({"D": D, "estimator": "bare_forward", "evals_per_s": bare, "fraction": 1.0})
+        fns, evals, meas = {"bare_forward": lambda: fwd(xb, tb)}, {"bare_forward": float(B)}, []
         for name, (fname, fixed, knob, _) in ESTIMATORS.items():
             if sz["thr_estimators"] is not None and name not in sz["thr_estimators"]:
                 continue
@@ -263,31 +253,48 @@ def throughput(sz):
                 rows.append({"D": D, "estimator": name, "status": f"not available (dd.{fname})"})
                 continue
             b = MID[name]
+            run = runner(name, b, score, sde)
             try:
-                (val, _, nfe, _), sec = timed(runner(name, b, score, sde), x, jax.random.key(8))
+                val, _, nfe, _ = run(x, jax.random.key(8))  # compiles; its NFE counts the evaluations
+                jax.block_until_ready(val)
             except Exception as e:
                 rows.append({"D": D, "estimator": name, "status": f"failed ({type(e).__name__}: {str(e)[:160]})"})
                 continue
             n = x.shape[0]
             if nfe is not None:
-                evals = float(np.sum(np.asarray(nfe)))
+                evals[name] = float(np.sum(np.asarray(nfe)))
             elif fname == "elbo":
-                evals = n * b * (2 if fixed.get("eps_correction", True) else 1)
+                evals[name] = n * b * (2 if fixed.get("eps_correction", True) else 1)
             else:  # path integral throws, augmented steps: one score evaluation each
-                evals = n * b
-            r = {"D": D, "estimator": name, "budget": b, "n": n, "evals_per_s": evals / sec,
-                 "fraction": evals / sec / bare, "s_per_point": sec / n}
+                evals[name] = n * b
+            fns[name] = lambda run=run: run(x, jax.random.key(8))[0]
+            meas.append((name, b, n))
+        tm = interleaved(fns, rounds=sz["rounds"])
+        bare = tm["bare_forward"]
+        rows.append({"D": D, "estimator": "bare_forward", "batch": B, "evals_per_s": B / bare.median,
+                     "evals_per_s_spread": [B / bare.high, B / bare.low], "fraction": 1.0})
+        for name, b, n in meas:
+            m = tm[name]
+            fr = ratio(tm, "bare_forward", name)  # t_bare / t_estimator, per round
+            scale = evals[name] / B
+            r = {"D": D, "estimator": name, "budget": b, "n": n, "evals_per_s": evals[name] / m.median,
+                 "fraction": fr["median"] * scale, "fraction_spread": [v * scale for v in fr["spread"]],
+                 "s_per_point": m.median / n, "s_per_point_spread": [m.low / n, m.high / n]}
             rows.append(r)
             print(r, flush=True)
     return rows
 
 
 def single_vs_batched(sz):
+    """Time per point calling each estimator on ``single_k`` single points in a loop vs once on a batch of
+    ``batch_n``: the loop and the batched call timed against each other in ``rounds`` interleaved rounds (both
+    shapes compiled first), the speedup computed round by round."""
     sde = dd.VPSDE()
     D = 9
     model = random_mlp_score(D, sde, jax.random.key(D))
     rows = []
     xs = jax.random.normal(jax.random.key(4), (sz["batch_n"], D))
+    k, nb = sz["single_k"], sz["batch_n"]
     for name, (fname, _, _, _) in ESTIMATORS.items():
         if sz["thr_estimators"] is not None and name not in sz["thr_estimators"]:
             continue
@@ -295,18 +302,24 @@ def single_vs_batched(sz):
             rows.append({"estimator": name, "status": f"not available (dd.{fname})"})
             continue
         run = runner(name, MID[name], model.score, sde)
+
+        def loop(run=run):
+            return [run(xs[i:i + 1], jax.random.key(i))[0] for i in range(k)]
+
         try:
-            _, sec_b = timed(run, xs, jax.random.key(9))
-            jax.block_until_ready(run(xs[:1], jax.random.key(0))[0])  # compile the n=1 shape
-            t = time.perf_counter()
-            for i in range(sz["single_k"]):
-                jax.block_until_ready(run(xs[i:i + 1], jax.random.key(i))[0])
-            sec_1 = (time.perf_counter() - t) / sz["single_k"]
+            tm = interleaved({"batched": lambda run=run: run(xs, jax.random.key(9))[0], "single": loop},
+                             rounds=sz["rounds"])
         except Exception as e:
             rows.append({"estimator": name, "status": f"failed ({type(e).__name__}: {str(e)[:160]})"})
             continue
-        r = {"estimator": name, "D": D, "budget": MID[name], "batch_n": int(xs.shape[0]), "s_per_point_single": sec_1,
-             "s_per_point_batched": sec_b / xs.shape[0], "speedup": sec_1 / (sec_b / xs.shape[0])}
+        sp = ratio(tm, "single", "batched")  # (k single calls) / (one batch), per round
+        f = nb / k
+        r = {"estimator": name, "D": D, "budget": MID[name], "batch_n": nb, "single_k": k,
+             "s_per_point_single": tm["single"].median / k,
+             "s_per_point_single_spread": [tm["single"].low / k, tm["single"].high / k],
+             "s_per_point_batched": tm["batched"].median / nb,
+             "s_per_point_batched_spread": [tm["batched"].low / nb, tm["batched"].high / nb],
+             "speedup": sp["median"] * f, "speedup_spread": [v * f for v in sp["spread"]]}
         rows.append(r)
         print(r, flush=True)
     return rows
