@@ -45,9 +45,11 @@ def learned_9d_data(n):
 # training: at 40 epochs and 40000 examples per epoch their PF-ODE held-out NLL ran away (1e15 nats on wine, 6.5e4
 # on breast_cancer), the overfitted field sending held-out trajectories off (chapter 11's runaway).
 SIZES = {
-    "quick": dict(n_mix_train=16384, mix_epochs=40, n_mix_test=1024, n_eval=256, dd_examples=20_000, dd_epochs=15,
+    "quick": dict(n_mix_train=LEARNED_9D["n_data"], mix_epochs=LEARNED_9D["epochs"], n_mix_test=1024, n_eval=256,
+                  dd_examples=20_000, dd_epochs=15,
                   flow_epochs=60, flow_layers=4, pi_throws=2000, ode_tol=1e-4, kde_grid=8, rounds=5),
-    "full": dict(n_mix_train=32768, mix_epochs=300, n_mix_test=4096, n_eval=1024, dd_examples=200_000, dd_epochs=200,
+    "full": dict(n_mix_train=LEARNED_9D["n_data"], mix_epochs=LEARNED_9D["epochs"], n_mix_test=4096, n_eval=1024,
+                 dd_examples=200_000, dd_epochs=200,
                  flow_epochs=400, flow_layers=8, pi_throws=100_000, ode_tol=1e-5, kde_grid=30, rounds=7),
     "smoke": dict(n_mix_train=1024, mix_epochs=1, n_mix_test=64, n_eval=4, dd_examples=2000, dd_epochs=2,
                   flow_epochs=2, flow_layers=1, pi_throws=100, ode_tol=1e-3, kde_grid=3, rounds=5),  # code paths only
@@ -148,7 +150,7 @@ def diffusion(tr, ev, sz, key, name):
         return {"status": "not available (dd.fit_score)"}
     sde = dd.VPSDE()
     N = len(tr)
-    if name == "mixture9d":  # chapter 3's model (common.learned_9d), shared with the estimators benchmark
+    if name == "mixture9d":  # common.learned_9d (chapter 3's call, trained longer), shared with the estimators benchmark
         model, _, hist, t_train = learned_9d(sz["n_mix_train"], sz["mix_epochs"])
         n_throws, epochs = None, sz["mix_epochs"]
     else:
