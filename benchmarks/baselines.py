@@ -98,8 +98,9 @@ def summary(nll, points=False):
 
 def _timing(tm, n):
     """eval_s (median round), eval_s_spread [fastest, slowest], eval_s_per_point and its spread."""
-    return {"eval_s": tm.median, "eval_s_spread": tm.spread(), "eval_s_per_point": tm.median / n,
-            "eval_s_per_point_spread": [tm.low / n, tm.high / n], "rounds": len(tm.times)}
+    per_point, per_point_spread = tm.per(n)
+    return {"eval_s": tm.median, "eval_s_spread": tm.spread(), "eval_s_per_point": per_point,
+            "eval_s_per_point_spread": per_point_spread, "rounds": len(tm.times)}
 
 
 def kde(tr, te, ev, sz):

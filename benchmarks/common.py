@@ -81,6 +81,10 @@ class Timing(NamedTuple):
         """``count`` per second at the median, and its spread [slowest, fastest round]."""
         return count / self.median, [count / self.high, count / self.low]
 
+    def per(self, count: float) -> tuple[float, list]:
+        """Seconds per one of ``count`` items at the median, and its spread [fastest, slowest round]."""
+        return self.median / count, [self.low / count, self.high / count]
+
 
 def interleaved(fns: dict, *, rounds: int = ROUNDS, warm: bool = True) -> dict:
     """Time zero-argument callables against each other: each is called once first (compilation and caches warmed

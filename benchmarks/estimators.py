@@ -212,7 +212,8 @@ def equal_accuracy(sz, prof):
         for r in cell_rows:
             m = tm[(r["estimator"], r["budget"])]
             nt = sz["n"]
-            r.update(s_per_point=m.median / nt, s_per_point_spread=[m.low / nt, m.high / nt], round_s=list(m.times))
+            r["s_per_point"], r["s_per_point_spread"] = m.per(nt)
+            r["round_s"] = list(m.times)
         for name in ESTIMATORS:
             meas = [m for m in cell_rows if m["estimator"] == name]
             for tgt in TARGETS:
@@ -271,15 +272,17 @@ def throughput(sz):
             meas.append((name, b, n))
         tm = interleaved(fns, rounds=sz["rounds"])
         bare = tm["bare_forward"]
-        rows.append({"D": D, "estimator": "bare_forward", "batch": B, "evals_per_s": B / bare.median,
-                     "evals_per_s_spread": [B / bare.high, B / bare.low], "fraction": 1.0})
+        bare_rate, bare_spread = bare.rate(B)
+        rows.append({"D": D, "estimator": "bare_forward", "batch": B, "evals_per_s": bare_rate,
+                     "evals_per_s_spread": bare_spread, "fraction": 1.0})
         for name, b, n in meas:
             m = tm[name]
             fr = ratio(tm, "bare_forward", name)  # t_bare / t_estimator, per round
             scale = evals[name] / B
+            per_point, per_point_spread = m.per(n)
             r = {"D": D, "estimator": name, "budget": b, "n": n, "evals_per_s": evals[name] / m.median,
                  "fraction": fr["median"] * scale, "fraction_spread": [v * scale for v in fr["spread"]],
-                 "s_per_point": m.median / n, "s_per_point_spread": [m.low / n, m.high / n]}
+                 "s_per_point": per_point, "s_per_point_spread": per_point_spread}
             rows.append(r)
             print(r, flush=True)
     return rows
@@ -314,11 +317,10 @@ def single_vs_batched(sz):
             continue
         sp = ratio(tm, "single", "batched")  # (k single calls) / (one batch), per round
         f = nb / k
+        (single, single_spread), (batched, batched_spread) = tm["single"].per(k), tm["batched"].per(nb)
         r = {"estimator": name, "D": D, "budget": MID[name], "batch_n": nb, "single_k": k,
-             "s_per_point_single": tm["single"].median / k,
-             "s_per_point_single_spread": [tm["single"].low / k, tm["single"].high / k],
-             "s_per_point_batched": tm["batched"].median / nb,
-             "s_per_point_batched_spread": [tm["batched"].low / nb, tm["batched"].high / nb],
+             "s_per_point_single": single, "s_per_point_single_spread": single_spread,
+             "s_per_point_batched": batched, "s_per_point_batched_spread": batched_spread,
              "speedup": sp["median"] * f, "speedup_spread": [v * f for v in sp["spread"]]}
         rows.append(r)
         print(r, flush=True)
